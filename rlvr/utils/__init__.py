@@ -1,0 +1,1 @@
+"""Shared plumbing for `sft_dpo` and `rlvr`: typed configs, logging, device selection."""

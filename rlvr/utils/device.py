@@ -1,0 +1,62 @@
+"""Device selection: CUDA when present, else CPU — with the matching dist backend, dtypes and thread count."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+DeviceKind = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    kind: Literal["cpu", "cuda"]
+    dist_backend: Literal["gloo", "nccl"]
+    # Master weights stay fp32 on CPU (pure-bf16 weights barely learn with AdamW); CUDA trains in bf16.
+    param_dtype: str
+    compute_dtype: str
+    num_threads: int
+
+    @property
+    def torch_device(self) -> str:
+        return self.kind
+
+
+def detect_device(prefer: DeviceKind = "auto", num_threads: int | None = None) -> DeviceInfo:
+    """Pick the device. `prefer="cuda"` on a machine without CUDA is an error, not a silent CPU fallback."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if prefer == "cuda" and not has_cuda:
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    if prefer == "cuda" or (prefer == "auto" and has_cuda):
+        bf16 = torch.cuda.is_bf16_supported()
+        dtype = "bfloat16" if bf16 else "float16"
+        return DeviceInfo("cuda", "nccl", dtype, dtype, num_threads or default_threads())
+    return DeviceInfo("cpu", "gloo", "float32", "float32", num_threads or default_threads())
+
+
+def default_threads() -> int:
+    """$OMP_NUM_THREADS if set, else all cores visible to this process."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op threads (and OMP for child processes) deliberately; cores are shared here."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from None

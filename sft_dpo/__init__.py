@@ -1,0 +1,1 @@
+"""The prelude before RL: SFT, DPO (incl. length-normalised) and reward-model training on DeepSpeed."""
