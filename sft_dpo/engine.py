@@ -1,0 +1,175 @@
+"""DeepSpeed engine set-up shared by every trainer (SFT, DPO, RM, and the RLVR learners).
+
+One place decides: the torch.distributed group (gloo on CPU, NCCL on CUDA), the DeepSpeed config (ZeRO stage,
+bf16 on CUDA / fp32 master weights on CPU, gradient accumulation, clipping), the client optimizer (torch AdamW:
+no compile step) and the LR schedule (warm-up, then constant/linear/cosine).
+
+Batch arithmetic is explicit because the learning-rate-to-batch-size ratio is what SmolTulu studies:
+effective batch = per_device_batch_size x gradient_accumulation_steps x world_size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any, Literal
+
+from pydantic import Field
+
+from rlvr.utils.config import FrozenConfig
+from rlvr.utils.device import DeviceInfo, detect_device
+from rlvr.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class OptimConfig(FrozenConfig):
+    """Optimiser, schedule and batch shape of one trainer."""
+
+    lr: float = Field(1e-5, gt=0, description="peak learning rate")
+    per_device_batch_size: int = Field(1, ge=1, description="micro-batch size per rank")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="decay after warm-up")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of total steps spent warming up")
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio when set")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
+
+    def effective_batch_size(self, world_size: int) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+
+    def warmup_for(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(math.ceil(self.warmup_ratio * total_steps))
+
+
+class EngineConfig(FrozenConfig):
+    """Where and how a model trains."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when present, else CPU")
+    gradient_checkpointing: bool = False
+    num_threads: int | None = Field(None, ge=1, description="torch threads per process (CPU); default: all")
+
+
+class DistConfig(FrozenConfig):
+    """How many ranks, and where rank 0 listens. World size 1 needs no launcher."""
+
+    world_size: int = Field(1, ge=1, description="data-parallel ranks")
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = Field(None, description="default: a free port")
+
+
+def lr_lambda(optim: OptimConfig, total_steps: int):
+    """Multiplier on the peak LR at step `s`: linear warm-up, then constant / linear / cosine decay to 0."""
+    warmup = optim.warmup_for(total_steps)
+    total = max(total_steps, 1)
+
+    def fn(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if optim.lr_scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if optim.lr_scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def _skip_shm_comm_build() -> None:
+    # deepspeed.init_distributed JIT-compiles an inference-only shared-memory all-reduce op on CPU (~90 s).
+    # Patch the module object actually used (see ENVIRONMENT.md: `import deepspeed.comm.torch as m` patches
+    # the wrong one).
+    import deepspeed.comm  # noqa: F401
+
+    mod = sys.modules.get("deepspeed.comm.torch")
+    if mod is not None and hasattr(mod, "build_shm_op"):
+        mod.build_shm_op = lambda: None
+
+
+def init_distributed(rank: int, world_size: int, *, master_addr: str = "127.0.0.1", master_port: int,
+                     device: DeviceInfo, local_rank: int | None = None) -> None:
+    """Join (or create) the torch.distributed group through DeepSpeed; idempotent within a process."""
+    os.environ.setdefault("DS_ACCELERATOR", device.kind)
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    os.environ.update({
+        "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank if local_rank is None else local_rank),
+        "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
+    })
+    if device.kind == "cpu":
+        _skip_shm_comm_build()
+    deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deepspeed_config(optim: OptimConfig, engine: EngineConfig, *, world_size: int, device: DeviceInfo) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": optim.per_device_batch_size,
+        "gradient_accumulation_steps": optim.gradient_accumulation_steps,
+        "train_batch_size": optim.effective_batch_size(world_size),
+        "gradient_clipping": optim.max_grad_norm,
+        "zero_optimization": {"stage": engine.zero_stage},
+        "bf16": {"enabled": device.param_dtype == "bfloat16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if engine.zero_stage == 3:
+        cfg["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": True})
+    return cfg
+
+
+def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps: int, world_size: int,
+                 device: DeviceInfo | None = None, trainable: bool = True):
+    """Wrap `model` in a DeepSpeed engine with AdamW and the LR schedule. The process group must exist
+    (`init_distributed`). A frozen model (`trainable=False`, e.g. the reference policy) gets no optimiser."""
+    import deepspeed
+    import torch
+
+    device = device or detect_device(engine.device, engine.num_threads)
+    if engine.gradient_checkpointing and trainable:
+        model.gradient_checkpointing_enable()
+    ds_cfg = deepspeed_config(optim, engine, world_size=world_size, device=device)
+    if not trainable:
+        model.requires_grad_(False)
+        ds_engine, *_ = deepspeed.initialize(model=model, config=ds_cfg)
+        ds_engine.eval()
+        return ds_engine
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim.lr, betas=optim.betas, eps=optim.eps,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, total_steps))
+    ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+    return ds_engine
+
+
+def log_batch_shape(optim: OptimConfig, world_size: int, logger=log) -> dict[str, float]:
+    """Log (and return) the effective batch and the LR/BS ratio at start: the paper's quantity of interest."""
+    eff = optim.effective_batch_size(world_size)
+    info = {"lr": optim.lr, "per_device_batch_size": optim.per_device_batch_size,
+            "gradient_accumulation_steps": optim.gradient_accumulation_steps, "world_size": world_size,
+            "effective_batch_size": eff, "lr_bs_ratio": optim.lr / eff}
+    logger.info("batch: %d per device x %d accumulation x %d ranks = %d effective; lr %.3g; lr/bs %.3g",
+                optim.per_device_batch_size, optim.gradient_accumulation_steps, world_size, eff, optim.lr,
+                info["lr_bs_ratio"])
+    return info
