@@ -1,0 +1,66 @@
+"""PPO losses and the one loss-reduction function.
+
+Every loss is per-token, reduced by `aggregate_loss`: sum over masked tokens divided by `num_tokens`. Passing the
+token count of the whole mini-batch (all micro-batches, all ranks) makes the gradient the same however the
+mini-batch is split into micro-batches or shards (STYLE.md #3) — the LR/BS-ratio experiments depend on it.
+With DeepSpeed (which averages gradients over ranks and divides by accumulation steps) pass
+num_tokens = global_tokens / (world_size * accumulation_steps) per micro-batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlvr.algorithms.logprobs import masked_mean
+
+
+def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, *, num_tokens: float | torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """sum(per_token * mask) / num_tokens (default: this batch's own token count). [B, T] -> scalar."""
+    mask = mask.to(per_token.dtype)
+    denom = mask.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=per_token.dtype)
+    return (per_token * mask).sum() / denom.clamp(min=1)
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, *, clip_eps: float = 0.2, clip_eps_high: float | None = None,
+                    num_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate: max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high)). All [B, T] -> scalar.
+
+    `clip_eps_high` (DAPO's clip-higher) defaults to `clip_eps`."""
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = aggregate_loss(per_token, mask, num_tokens=num_tokens)
+    with torch.no_grad():
+        metrics = {
+            "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
+            "policy/approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
+            "policy/ratio_mean": masked_mean(ratio, mask).item(),
+        }
+    return loss, metrics
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, *,
+               clip_eps: float = 0.2, num_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped value loss: 0.5 * max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, ±eps).
+    All [B, T] -> scalar."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+    unclipped = (values - returns) ** 2
+    clipped = (clipped_values - returns) ** 2
+    per_token = 0.5 * torch.maximum(unclipped, clipped)
+    loss = aggregate_loss(per_token, mask, num_tokens=num_tokens)
+    with torch.no_grad():
+        metrics = {
+            "value/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
+            "value/loss": masked_mean(per_token, mask).item(),
+            "value/mean": masked_mean(values, mask).item(),
+        }
+    return loss, metrics
+
+
+POLICY_LOSSES = {"ppo_clip": ppo_policy_loss}
+VALUE_LOSSES = {"clipped_mse": value_loss}

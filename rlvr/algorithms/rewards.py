@@ -1,0 +1,41 @@
+"""Reward shaping for RLVR, as Tulu 3 and SmolTulu do it.
+
+A verified answer earns `verified_reward` (10) times the verifier's score in [0, 1]. A response cut off without
+EOS gets `no_eos_penalty` (-10) *instead of* its verification reward (open-instruct replaces the score; it does
+not add to it). For PPO the KL penalty -kl_coef * KL(policy || reference) is paid on every token and the sequence
+reward lands on the last real token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sequence_rewards(verifier_scores: torch.Tensor, finished: torch.Tensor, *, verified_reward: float = 10.0,
+                     no_eos_penalty: float = -10.0) -> torch.Tensor:
+    """Per-sequence reward. verifier_scores [B] float, finished [B] bool (ended with EOS) -> [B]."""
+    scored = verified_reward * verifier_scores.float()
+    return torch.where(finished.bool(), scored, torch.full_like(scored, no_eos_penalty))
+
+
+def shape_token_rewards(verifier_scores: torch.Tensor, finished: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
+                        *, verified_reward: float = 10.0, no_eos_penalty: float = -10.0,
+                        kl_coef: float = 0.05) -> tuple[torch.Tensor, dict[str, float]]:
+    """Token-level PPO rewards. verifier_scores [B], finished [B], kl [B, T], mask [B, T] -> ([B, T], metrics).
+
+    Padding positions get 0. A row with an empty mask puts its sequence reward on position 0."""
+    mask = mask.to(kl.dtype)
+    seq = sequence_rewards(verifier_scores, finished, verified_reward=verified_reward, no_eos_penalty=no_eos_penalty)
+    kl_penalty = -kl_coef * kl * mask
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    rewards = kl_penalty.clone()
+    rewards[torch.arange(rewards.shape[0]), last] += seq.to(rewards.dtype)
+    seq_kl = (kl * mask).sum(1)
+    metrics = {
+        "reward/sequence_mean": seq.mean().item(),
+        "reward/kl_penalty_mean": kl_penalty.sum(1).mean().item(),
+        "reward/total_mean": rewards.sum(1).mean().item(),
+        "kl/sequence_mean": seq_kl.mean().item(),
+        "reward/no_eos_fraction": (~finished.bool()).float().mean().item(),
+    }
+    return rewards, metrics
