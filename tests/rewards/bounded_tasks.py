@@ -1,0 +1,40 @@
+"""Task functions for BoundedPool tests (module-level so spawn workers can import them)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def square(x):
+    return x * x
+
+
+def sleep_then(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+def hang_in_c():
+    # a pure-C busy loop that holds the GIL: no Python-level signal or thread can interrupt it
+    (10 ** 10 ** 8) % 7  # noqa: B018
+
+
+def boom(msg):
+    raise ValueError(msg)
+
+
+def hard_exit(code):
+    os._exit(code)
+
+
+def allocate(mb):
+    return len(bytearray(mb * 2**20))
+
+
+def unpicklable_result():
+    return lambda: None
+
+
+def pid():
+    return os.getpid()
