@@ -1,0 +1,396 @@
+"""Procedural verifiable tasks: data for RLVR that needs no download, in the Tulu 3 RLVR row schema.
+
+    {"id": ..., "messages": [{"role": "user", "content": ...}], "ground_truth": ..., "dataset": ..., "meta": {...}}
+
+Tasks:
+- "gsm8k": arithmetic word problems with exact integer answers (shopping, rates, sharing, discounts, travel, ages,
+  profit over several steps), at three difficulty levels. `ground_truth` is the answer as a string; the prompt asks
+  the model to end with "The answer is <number>." (the GSM8K verifier also extracts "#### <number>").
+  `meta` holds the template name, difficulty and operands, so the answer can be recomputed.
+- "ifeval": a writing task with 1-3 randomised constraints stated in plain English. `ground_truth` is a JSON string
+  in Google's IFEval format, `{"instruction_id_list": [...], "kwargs": [...]}`, with the instruction ids and kwargs
+  names of google-research `instruction_following_eval` (the "ifeval" verifier checks it).
+- "mixed": each row is gsm8k or ifeval with equal probability.
+
+Reproducible: row i of (task, seed) comes from its own `random.Random(f"{task}/{seed}/{i}")` (string seeds are
+hashed deterministically by Python, independent of PYTHONHASHSEED), so the same seed gives identical rows and
+`generate(t, n, s)[:m] == generate(t, m, s)`. No global random state is touched.
+
+Config form (for data sources): `procedural:TASK?n=N&seed=S`, for example `procedural:gsm8k?n=256&seed=0`;
+`n` defaults to 1000 and `seed` to 0. See `parse_procedural_spec`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+TASKS = ("gsm8k", "ifeval", "mixed")
+SPEC_PREFIX = "procedural:"
+DEFAULT_N = 1000
+ANSWER_INSTRUCTION = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
+
+NAMES = ["Maria", "James", "Aisha", "Tom", "Lena", "Carlos", "Mei", "Omar", "Sofia", "Ravi", "Hana", "Peter",
+         "Zara", "Diego", "Nina", "Kofi"]
+ITEMS = [("notebook", "notebooks"), ("pen", "pens"), ("apple", "apples"), ("book", "books"), ("mug", "mugs"),
+         ("ticket", "tickets"), ("plant", "plants"), ("shirt", "shirts"), ("candle", "candles")]
+WORKS = [("a machine", "bottles"), ("a baker", "loaves of bread"), ("a printer", "pages"), ("a factory line", "toys"),
+         ("a bee colony", "grams of honey"), ("a tailor", "buttons")]
+
+
+class ProceduralSpecError(ValueError):
+    """A `procedural:` data source string is malformed; the message names the string."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GSM8K-style word problems. Each template returns (question, answer, operands).
+# Difficulty d in {1, 2, 3} widens the number ranges (and the harder templates add steps).
+
+def _shopping(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    name = rng.choice(NAMES)
+    (i1, p1), (i2, p2) = rng.sample(ITEMS, 2)
+    a, b = rng.randint(2, 4 * d + 2), rng.randint(1, 3 * d + 2)
+    p, q = rng.randint(2, 5 * d * d + 3), rng.randint(1, 4 * d * d + 2)
+    cost = a * p + b * q
+    bill = next(x for x in (10, 20, 50, 100, 200, 500, 1000, 5000) if x > cost)
+    text = (f"{name} buys {a} {p1} that cost ${p} each and {b} {p2} that cost ${q} each. "
+            f"{name} pays with a ${bill} bill. How much change, in dollars, does {name} get back?")
+    return text, bill - cost, {"a": a, "p": p, "b": b, "q": q, "bill": bill}
+
+
+def _rates(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    who, what = rng.choice(WORKS)
+    r, h, days = rng.randint(3, 10 * d), rng.randint(2, 4 + 2 * d), rng.randint(2, 3 + 2 * d)
+    text = (f"{who.capitalize()} produces {r} {what} per hour. It works {h} hours a day for {days} days. "
+            f"How many {what} does it produce in total?")
+    return text, r * h * days, {"r": r, "h": h, "days": days}
+
+
+def _sharing(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    name = rng.choice(NAMES)
+    friends, each, kept = rng.randint(2, 3 + 2 * d), rng.randint(2, 5 * d + 3), rng.randint(1, 4 * d)
+    total = friends * each + kept
+    text = (f"{name} has {total} stickers. {name} keeps {kept} and shares the rest equally among "
+            f"{friends} friends. How many stickers does each friend get?")
+    return text, each, {"total": total, "kept": kept, "friends": friends}
+
+
+def _discount(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    pct = rng.choice([10, 20, 25, 50] if d < 3 else [15, 30, 35, 40, 60])
+    price = 20 * rng.randint(1, 5 * d)  # a multiple of 20 keeps every listed discount exact
+    n = rng.randint(2, 2 + 2 * d)
+    item, items = rng.choice(ITEMS)
+    text = (f"A shop sells a {item} for ${price}. During a sale every {item} is {pct}% off. "
+            f"How many dollars do {n} {items} cost during the sale?")
+    return text, n * price * (100 - pct) // 100, {"price": price, "pct": pct, "n": n}
+
+
+def _travel(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    name = rng.choice(NAMES)
+    v1, t1 = rng.randint(20, 30 + 20 * d), rng.randint(1, 1 + d)
+    v2, t2 = rng.randint(10, 20 + 15 * d), rng.randint(1, 2 + d)
+    text = (f"{name} drives at {v1} km per hour for {t1} hours, then at {v2} km per hour for {t2} hours. "
+            f"How many kilometres does {name} drive in total?")
+    return text, v1 * t1 + v2 * t2, {"v1": v1, "t1": t1, "v2": v2, "t2": t2}
+
+
+def _ages(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    a, b = rng.sample(NAMES, 2)
+    age_a, gap, years = rng.randint(5, 10 + 10 * d), rng.randint(2, 3 + 4 * d), rng.randint(2, 5 * d + 2)
+    text = (f"{a} is {age_a} years old. {b} is {gap} years older than {a}. "
+            f"What will be the sum of their ages in {years} years?")
+    return text, 2 * age_a + gap + 2 * years, {"age_a": age_a, "gap": gap, "years": years}
+
+
+def _profit(rng: random.Random, d: int) -> tuple[str, int, dict]:
+    name = rng.choice(NAMES)
+    cows, litres, price = rng.randint(2, 4 + 3 * d), rng.randint(3, 5 + 3 * d), rng.randint(2, 2 + 2 * d)
+    feed = rng.randint(1, cows * litres * price - 1)  # keeps the daily profit positive
+    days = rng.randint(2, 3 + 2 * d)
+    text = (f"{name} has {cows} cows. Each cow gives {litres} litres of milk a day, and {name} sells the milk "
+            f"for ${price} per litre. Feeding the cows costs ${feed} a day. "
+            f"How many dollars of profit does {name} make in {days} days?")
+    return text, days * (cows * litres * price - feed), {"cows": cows, "litres": litres, "price": price,
+                                                         "feed": feed, "days": days}
+
+
+GSM8K_TEMPLATES: dict[str, Callable[[random.Random, int], tuple[str, int, dict]]] = {
+    "shopping": _shopping, "rates": _rates, "sharing": _sharing, "discount": _discount,
+    "travel": _travel, "ages": _ages, "profit": _profit,
+}
+
+
+def gsm8k_row(rng: random.Random, row_id: str) -> dict:
+    template = rng.choice(sorted(GSM8K_TEMPLATES))
+    difficulty = rng.randint(1, 3)
+    question, answer, operands = GSM8K_TEMPLATES[template](rng, difficulty)
+    return {
+        "id": row_id,
+        "messages": [{"role": "user", "content": f"{question}\n{ANSWER_INSTRUCTION}"}],
+        "ground_truth": str(answer),
+        "dataset": "gsm8k",
+        "meta": {"template": template, "difficulty": difficulty, "operands": operands},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IFEval-style constraints. Each builder returns (kwargs, sentence); ids and kwargs names are Google's.
+
+TOPICS = ["the history of the bicycle", "why people keep houseplants", "a day at a busy train station",
+          "learning a second language", "the water cycle", "a small town bakery", "how volcanoes form",
+          "the benefits of walking", "a trip to the mountains", "recycling at home", "the life of honey bees",
+          "the first day at a new job", "how to plan a garden", "the invention of the printing press"]
+FORMS = ["Write a short blog post about {t}.", "Write a letter to a friend about {t}.",
+         "Write a short story about {t}.", "Explain {t} to a ten-year-old.", "Write a product pitch about {t}.",
+         "Write an essay about {t}."]
+WORDS = ["river", "window", "garden", "orange", "music", "silver", "journey", "morning", "planet", "bridge",
+         "coffee", "forest", "lantern", "ocean", "pencil", "thunder"]
+END_PHRASES = ["Is there anything else I can help with?", "Let me know if you have additional questions.",
+               "Peace!", "Hope you agree with me."]
+RELATIONS = ["at least", "less than"]
+
+
+def _c_lowercase(rng):
+    return {}, "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
+
+
+def _c_capital(rng):
+    return {}, "Your entire response should be in English, and in all capital letters."
+
+
+def _c_capital_freq(rng):
+    rel, f = rng.choice(RELATIONS), rng.randint(2, 10)
+    return ({"capital_relation": rel, "capital_frequency": f},
+            f"Words with all capital letters should appear {rel} {f} times in your response.")
+
+
+def _c_words(rng):
+    rel = rng.choice(RELATIONS)
+    n = rng.choice([50, 80, 100, 150, 200]) if rel == "at least" else rng.choice([60, 100, 150, 200, 300])
+    return {"relation": rel, "num_words": n}, f"Answer with {rel} {n} words."
+
+
+def _c_sentences(rng):
+    rel = rng.choice(RELATIONS)
+    n = rng.randint(2, 8) if rel == "at least" else rng.randint(4, 12)
+    return {"relation": rel, "num_sentences": n}, f"Your response should contain {rel} {n} sentences."
+
+
+def _c_paragraphs(rng):
+    n = rng.randint(2, 5)
+    return ({"num_paragraphs": n},
+            f"There should be exactly {n} paragraphs. Paragraphs are separated from each other by the markdown "
+            "divider: ***")
+
+
+def _c_nth_first_word(rng):
+    n = rng.randint(2, 5)
+    k = rng.randint(1, n)
+    word = rng.choice(WORDS)
+    return ({"num_paragraphs": n, "nth_paragraph": k, "first_word": word},
+            f"There should be exactly {n} paragraphs, separated from each other by two new lines. "
+            f"Paragraph {k} must start with the word \"{word}\".")
+
+
+def _c_bullets(rng):
+    n = rng.randint(2, 6)
+    return ({"num_bullets": n},
+            f"Your answer must contain exactly {n} bullet points. Use markdown bullet points such as:\n"
+            "* This is point 1.\n* This is point 2")
+
+
+def _c_highlights(rng):
+    n = rng.randint(1, 4)
+    return ({"num_highlights": n},
+            f"Highlight at least {n} sections in your answer with markdown, i.e. *highlighted section*.")
+
+
+def _c_title(rng):
+    return {}, "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."
+
+
+def _c_json(rng):
+    return {}, "Entire output should be wrapped in JSON format. You can use markdown ticks such as ```."
+
+
+def _c_sections(rng):
+    splitter = rng.choice(["Section", "SECTION", "Part"])
+    n = rng.randint(2, 4)
+    return ({"section_spliter": splitter, "num_sections": n},
+            f"Your response must have {n} sections. Mark the beginning of each section with {splitter} X, "
+            f"such as: {splitter} 1")
+
+
+def _c_placeholders(rng):
+    n = rng.randint(1, 4)
+    return ({"num_placeholders": n},
+            f"The response must contain at least {n} placeholders represented by square brackets, "
+            "such as [address].")
+
+
+def _c_postscript(rng):
+    marker = rng.choice(["P.S.", "P.P.S"])
+    return ({"postscript_marker": marker},
+            f"At the end of your response, please explicitly add a postscript starting with {marker}")
+
+
+def _c_no_comma(rng):
+    return {}, "In your entire response, refrain from the use of any commas."
+
+
+def _c_existence(rng):
+    words = rng.sample(WORDS[:8], rng.randint(1, 3))
+    return {"keywords": words}, f"Include the keywords {', '.join(repr(w) for w in words)} in the response."
+
+
+def _c_forbidden(rng):
+    words = rng.sample(WORDS[8:], rng.randint(1, 3))
+    return ({"forbidden_words": words},
+            f"Do not include the words {', '.join(repr(w) for w in words)} in the response.")
+
+
+def _c_frequency(rng):
+    word, rel, f = rng.choice(WORDS[:8]), rng.choice(RELATIONS), rng.randint(1, 4)
+    return ({"keyword": word, "frequency": f, "relation": rel},
+            f"In your response, the word {word} should appear {rel} {f} times.")
+
+
+def _c_letter_frequency(rng):
+    letter, rel, f = rng.choice("abcdeilmnoprst"), rng.choice(RELATIONS), rng.randint(3, 12)
+    return ({"letter": letter, "let_frequency": f, "let_relation": rel},
+            f"In your response, the letter {letter} should appear {rel} {f} times.")
+
+
+def _c_end(rng):
+    phrase = rng.choice(END_PHRASES)
+    return ({"end_phrase": phrase},
+            f"Finish your response with this exact phrase {phrase} No other words should follow this phrase.")
+
+
+def _c_quotation(rng):
+    return {}, "Wrap your entire response with double quotation marks."
+
+
+def _c_two_responses(rng):
+    return {}, ("Give two different responses. Responses and only responses should be separated by 6 asterisk "
+                "symbols: ******.")
+
+
+IFEVAL_CONSTRAINTS: dict[str, Callable[[random.Random], tuple[dict, str]]] = {
+    "change_case:english_lowercase": _c_lowercase,
+    "change_case:english_capital": _c_capital,
+    "change_case:capital_word_frequency": _c_capital_freq,
+    "length_constraints:number_words": _c_words,
+    "length_constraints:number_sentences": _c_sentences,
+    "length_constraints:number_paragraphs": _c_paragraphs,
+    "length_constraints:nth_paragraph_first_word": _c_nth_first_word,
+    "detectable_format:number_bullet_lists": _c_bullets,
+    "detectable_format:number_highlighted_sections": _c_highlights,
+    "detectable_format:title": _c_title,
+    "detectable_format:json_format": _c_json,
+    "detectable_format:multiple_sections": _c_sections,
+    "detectable_content:number_placeholders": _c_placeholders,
+    "detectable_content:postscript": _c_postscript,
+    "punctuation:no_comma": _c_no_comma,
+    "keywords:existence": _c_existence,
+    "keywords:forbidden_words": _c_forbidden,
+    "keywords:frequency": _c_frequency,
+    "keywords:letter_frequency": _c_letter_frequency,
+    "startend:end_checker": _c_end,
+    "startend:quotation": _c_quotation,
+    "combination:two_responses": _c_two_responses,
+}
+
+# Groups of constraints that cannot (or can hardly) hold together; a prompt takes at most one from each group.
+_CONFLICT_GROUPS = [
+    {"change_case:english_lowercase", "change_case:english_capital", "change_case:capital_word_frequency",
+     "startend:end_checker", "detectable_content:postscript"},  # the end phrases and markers contain capitals
+    {"length_constraints:number_paragraphs", "length_constraints:nth_paragraph_first_word",
+     "detectable_format:multiple_sections", "combination:two_responses", "detectable_format:json_format"},
+    {"startend:end_checker", "startend:quotation", "detectable_format:json_format", "combination:two_responses"},
+    {"length_constraints:number_words", "length_constraints:number_sentences"},
+    {"keywords:existence", "keywords:frequency", "keywords:letter_frequency"},
+    {"detectable_format:json_format", "punctuation:no_comma", "detectable_format:number_bullet_lists",
+     "detectable_format:title", "detectable_format:number_highlighted_sections"},
+]
+
+
+def _conflicts(a: str, b: str) -> bool:
+    return any(a in g and b in g for g in _CONFLICT_GROUPS)
+
+
+def ifeval_row(rng: random.Random, row_id: str) -> dict:
+    task = rng.choice(FORMS).format(t=rng.choice(TOPICS))
+    k = rng.choice([1, 1, 2, 2, 3])
+    ids: list[str] = []
+    for cid in rng.sample(sorted(IFEVAL_CONSTRAINTS), len(IFEVAL_CONSTRAINTS)):
+        if len(ids) == k:
+            break
+        if not any(_conflicts(cid, other) for other in ids):
+            ids.append(cid)
+    kwargs, sentences = [], []
+    for cid in ids:
+        kw, sentence = IFEVAL_CONSTRAINTS[cid](rng)
+        kwargs.append(kw)
+        sentences.append(sentence)
+    prompt = " ".join([task, *sentences])
+    return {
+        "id": row_id,
+        "messages": [{"role": "user", "content": prompt}],
+        "ground_truth": json.dumps({"instruction_id_list": ids, "kwargs": kwargs}),
+        "dataset": "ifeval",
+        "meta": {"task": task},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def generate(task: str, n: int, seed: int) -> list[dict]:
+    """`n` rows of `task` ("gsm8k", "ifeval" or "mixed") for `seed`; identical for identical arguments."""
+    if task not in TASKS:
+        raise ValueError(f"unknown procedural task {task!r}; choose one of {', '.join(TASKS)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rows = []
+    for i in range(n):
+        rng = random.Random(f"{task}/{seed}/{i}")
+        kind = task if task != "mixed" else rng.choice(["gsm8k", "ifeval"])
+        row_id = f"procedural-{task}-s{seed}-{i}"
+        rows.append(gsm8k_row(rng, row_id) if kind == "gsm8k" else ifeval_row(rng, row_id))
+    return rows
+
+
+def parse_procedural_spec(spec: str) -> tuple[str, int, int]:
+    """`"procedural:gsm8k?n=256&seed=0"` -> `("gsm8k", 256, 0)`. `n` defaults to 1000 and `seed` to 0."""
+    if not spec.startswith(SPEC_PREFIX):
+        raise ProceduralSpecError(f"{spec!r} is not a procedural source; expected {SPEC_PREFIX}TASK?n=N&seed=S")
+    body = spec[len(SPEC_PREFIX):]
+    task, _, query = body.partition("?")
+    if task not in TASKS:
+        raise ProceduralSpecError(f"{spec!r}: unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    values = {"n": DEFAULT_N, "seed": 0}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+    except ValueError:
+        raise ProceduralSpecError(f"{spec!r}: parameters must look like n=256&seed=0") from None
+    for key, raw in pairs:
+        if key not in values:
+            raise ProceduralSpecError(f"{spec!r}: unknown parameter {key!r}; known: n, seed")
+        try:
+            values[key] = int(raw)
+        except ValueError:
+            raise ProceduralSpecError(f"{spec!r}: {key}={raw!r} is not an integer") from None
+    if values["n"] < 0:
+        raise ProceduralSpecError(f"{spec!r}: n must be >= 0")
+    return task, values["n"], values["seed"]
+
+
+def is_procedural_spec(source: str) -> bool:
+    return isinstance(source, str) and source.startswith(SPEC_PREFIX)
+
+
+def load_procedural(spec: str) -> list[dict]:
+    """Rows for a `procedural:` source string."""
+    return generate(*parse_procedural_spec(spec))
