@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from rlvr.utils.config import ConfigError
 from rlvr.utils.logging import setup_logging
 
 # name -> (module, one-line help)
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.cli_main(args) or 0)
+    try:
+        return int(module.cli_main(args) or 0)
+    except ConfigError as err:  # a user mistake in a config or override: say what and where, no traceback
+        print(f"rlvr {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

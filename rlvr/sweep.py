@@ -1,0 +1,244 @@
+"""`rlvr sweep`: the SmolTulu experiment — learning rate x effective batch size for one stage, each trial trained
+and then evaluated — on Ray Tune (local, or the cluster at $RAY_ADDRESS / `ray_address`).
+
+Outputs in `output_dir`: `results.csv` (one row per trial: lr, effective batch, lr/bs ratio, every eval metric),
+`contour_<task>.png` (the task's score over log LR x log batch size) and `ratio.png` (each task's score against
+the LR/BS ratio: the paper's finding is that reasoning tasks prefer a higher ratio, pattern tasks a lower one).
+
+The effective batch is realised by gradient accumulation: accumulation = batch / (per-device batch x world size),
+which must divide exactly (the trial is rejected up front otherwise), so per-device memory stays the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rlvr.pipeline import RUNNERS, StageKind, _import
+from rlvr.utils.config import ConfigError, FrozenConfig, load_config
+from rlvr.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+# The score plotted per task: the first of these keys that the evaluation returns.
+PRIMARY_METRICS = {
+    "gsm8k": ("accuracy", "exact_match", "acc"),
+    "ifeval": ("prompt_level_loose", "prompt_level_strict", "inst_level_loose"),
+    "arc_easy": ("acc_norm", "acc", "accuracy"),
+    "arc_challenge": ("acc_norm", "acc", "accuracy"),
+    "hellaswag": ("acc_norm", "acc", "accuracy"),
+}
+
+
+class SweepEvalConfig(FrozenConfig):
+    tasks: list[str] = Field(default_factory=lambda: ["gsm8k", "ifeval", "arc_easy", "arc_challenge", "hellaswag"])
+    limit: int | None = Field(100, ge=1, description="examples per task (None: all)")
+    data_dir: str | None = Field(None, description="local data folder (default: ../shared/data if present, else hub)")
+    backend: Literal["auto", "vllm", "hf"] = "auto"
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class SweepConfig(FrozenConfig):
+    stage: StageKind = Field(description="which stage each trial trains: sft, dpo, rm or rlvr")
+    config: str = Field(description="the stage's base YAML config")
+    overrides: list[str] = Field(default_factory=list, description="overrides applied to every trial")
+    output_dir: str
+    learning_rates: list[float] = Field(min_length=1)
+    effective_batch_sizes: list[int] = Field(min_length=1)
+    search: Literal["grid", "random"] = Field("grid", description="grid: every pair; random: num_samples pairs "
+                                              "with log-uniform LR in [min, max] and a batch size from the list")
+    num_samples: int = Field(8, ge=1, description="random search only")
+    seed: int = 0
+    eval: SweepEvalConfig = SweepEvalConfig()
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent_trials: int = Field(1, ge=1)
+    ray_address: str | None = Field(None, description="cluster address; default $RAY_ADDRESS, else a local Ray")
+
+    @model_validator(mode="after")
+    def _positive(self) -> SweepConfig:
+        if any(lr <= 0 for lr in self.learning_rates) or any(b <= 0 for b in self.effective_batch_sizes):
+            raise ValueError("learning rates and batch sizes must be positive")
+        return self
+
+
+def trial_points(cfg: SweepConfig) -> list[tuple[float, int]]:
+    if cfg.search == "grid":
+        return list(itertools.product(cfg.learning_rates, cfg.effective_batch_sizes))
+    rng = random.Random(cfg.seed)
+    lo, hi = math.log(min(cfg.learning_rates)), math.log(max(cfg.learning_rates))
+    return [(math.exp(rng.uniform(lo, hi)), rng.choice(cfg.effective_batch_sizes)) for _ in range(cfg.num_samples)]
+
+
+def trial_overrides(cfg: SweepConfig, stage_cfg: Any, lr: float, batch: int, out: Path) -> list[str]:
+    """Overrides that give a trial its LR and effective batch (through accumulation) and its own folder."""
+    per_device = stage_cfg.optim.per_device_batch_size
+    world = stage_cfg.dist.world_size
+    if batch % (per_device * world):
+        raise ConfigError(f"effective batch {batch} is not a multiple of per_device_batch_size {per_device} x "
+                          f"world_size {world} (from {cfg.config})")
+    return [*cfg.overrides, f"optim.lr={lr!r}", f"optim.gradient_accumulation_steps={batch // (per_device * world)}",
+            f"output_dir={out}"]
+
+
+def trial_dir(cfg: SweepConfig, lr: float, batch: int) -> Path:
+    return Path(cfg.output_dir).resolve() / "trials" / f"lr{lr:.3g}_bs{batch}"
+
+
+def run_trial(cfg: SweepConfig, lr: float, batch: int) -> dict[str, Any]:
+    """Train one (lr, batch) point and evaluate it; returns a flat row of results."""
+    from rlvr.eval import evaluate
+
+    runner = RUNNERS[cfg.stage]
+    config_class = _import(runner.config_class)
+    base = load_config(config_class, cfg.config, cfg.overrides)
+    out = trial_dir(cfg, lr, batch)
+    stage_cfg = load_config(config_class, cfg.config, trial_overrides(cfg, base, lr, batch, out))
+    result = _import(runner.train_fn)(stage_cfg)
+    scores = evaluate(str(result.model_dir), cfg.eval.tasks, limit=cfg.eval.limit, data_dir=cfg.eval.data_dir,
+                      backend=cfg.eval.backend, max_new_tokens=cfg.eval.max_new_tokens)
+    row: dict[str, Any] = {"lr": lr, "effective_batch_size": batch, "lr_bs_ratio": lr / batch,
+                           "model_dir": str(result.model_dir), "train_steps": result.steps}
+    for task, metrics in scores.items():
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)):
+                row[f"{task}/{name}"] = value
+    return row
+
+
+def _tune_trainable(params: dict[str, Any], *, sweep: dict[str, Any], cwd: str) -> None:
+    from ray import tune
+
+    os.chdir(cwd)  # Tune starts trials in their own folder; configs name paths relative to the user's
+    cfg = SweepConfig.model_validate(sweep)
+    point = params["point"]
+    tune.report(run_trial(cfg, point["lr"], point["effective_batch_size"]))
+
+
+def run_sweep(cfg: SweepConfig) -> Path:
+    """Run every trial on Ray Tune, then write results.csv and the plots. Returns the CSV path."""
+    import pandas as pd
+    import ray
+    from ray import tune
+
+    out = Path(cfg.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    points = trial_points(cfg)
+    # Validate every trial's config before anything trains.
+    config_class = _import(RUNNERS[cfg.stage].config_class)
+    base = load_config(config_class, cfg.config, cfg.overrides)
+    for lr, batch in points:
+        load_config(config_class, cfg.config, trial_overrides(cfg, base, lr, batch, trial_dir(cfg, lr, batch)))
+    log.info("sweep: %d trials of %s (%s search)", len(points), cfg.stage, cfg.search)
+
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=max(1, math.ceil(cfg.cpus_per_trial * cfg.max_concurrent_trials)),
+                     include_dashboard=False)
+    trainable = tune.with_parameters(_tune_trainable, sweep=cfg.model_dump(mode="json"), cwd=os.getcwd())
+    trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    # One grid axis of (lr, batch) pairs: the points are already the product (grid) or the random draws.
+    space = {"point": tune.grid_search([{"lr": lr, "effective_batch_size": b} for lr, b in points])}
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
+        run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=1),
+    )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        if result.error is not None:
+            raise RuntimeError(f"sweep trial {result.config['point']} failed: {result.error}") from result.error
+        rows.append({k: v for k, v in result.metrics.items() if _is_result_key(k)})
+    frame = pd.DataFrame(rows).sort_values(["lr", "effective_batch_size"])
+    csv = out / "results.csv"
+    frame.to_csv(csv, index=False)
+    plot_results(frame, out, cfg.eval.tasks)
+    print(frame.to_string(index=False))
+    log.info("sweep results in %s", csv)
+    return csv
+
+
+def _is_result_key(key: str) -> bool:
+    return key in ("lr", "effective_batch_size", "lr_bs_ratio", "model_dir", "train_steps") or "/" in key
+
+
+def primary_metric(frame, task: str) -> str | None:
+    for name in PRIMARY_METRICS.get(task, ()):
+        if f"{task}/{name}" in frame.columns:
+            return f"{task}/{name}"
+    candidates = [c for c in frame.columns if c.startswith(f"{task}/")]
+    return candidates[0] if candidates else None
+
+
+def plot_results(frame, out: Path, tasks: list[str]) -> list[Path]:
+    """contour_<task>.png per task (heat map when the grid is too small to contour) and ratio.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    columns = [(t, primary_metric(frame, t)) for t in tasks]
+    columns = [(t, c) for t, c in columns if c is not None]
+    for task, col in columns:
+        table = frame.pivot_table(index="effective_batch_size", columns="lr", values=col, aggfunc="mean")
+        fig, ax = plt.subplots(figsize=(5, 4))
+        lrs, bss = np.array(table.columns, dtype=float), np.array(table.index, dtype=float)
+        z = table.to_numpy(dtype=float)
+        if len(lrs) >= 2 and len(bss) >= 2 and not np.isnan(z).any():
+            cs = ax.contourf(np.log10(lrs), np.log2(bss), z, levels=10, cmap="viridis")
+            ax.scatter(*np.meshgrid(np.log10(lrs), np.log2(bss)), c="white", s=8)
+        else:
+            cs = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis",
+                           extent=(-0.5, len(lrs) - 0.5, -0.5, len(bss) - 0.5))
+            ax.set_xticks(range(len(lrs)), [f"{v:.2g}" for v in lrs])
+            ax.set_yticks(range(len(bss)), [str(int(v)) for v in bss])
+        fig.colorbar(cs, ax=ax, label=col)
+        ax.set_xlabel("log10 learning rate" if len(lrs) >= 2 and len(bss) >= 2 else "learning rate")
+        ax.set_ylabel("log2 effective batch size" if len(lrs) >= 2 and len(bss) >= 2 else "effective batch size")
+        ax.set_title(f"{task}: {col.split('/', 1)[1]}")
+        fig.tight_layout()
+        path = out / f"contour_{task}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if columns:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for task, col in columns:
+            part = frame.sort_values("lr_bs_ratio")
+            ax.plot(part["lr_bs_ratio"], part[col], marker="o", linestyle="none", label=f"{task} ({col.split('/', 1)[1]})")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate / effective batch size")
+        ax.set_ylabel("score")
+        ax.legend(fontsize=7)
+        ax.set_title("score against the LR/BS ratio")
+        fig.tight_layout()
+        path = out / "ratio.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="sweep YAML (see configs/sweeps/)")
+    parser.add_argument("overrides", nargs="*", help="a.b.c=value overrides of the sweep config")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    run_sweep(load_config(SweepConfig, args.config, args.overrides))
+    return 0
