@@ -1,0 +1,135 @@
+"""Greedy generation from chat messages, with vLLM (in-process engine) or Hugging Face `generate`.
+
+Both backends apply the tokenizer's chat template (or a plain "User:/Assistant:" layout when the model has none)
+and return the decoded completion without special tokens. `make_generator(model, backend="auto")` picks vLLM
+when it imports, else HF.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+from rlvr.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+class Generator(Protocol):
+    def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]: ...
+
+
+def render_prompt(tokenizer, messages: Messages) -> str:
+    """The prompt text for `messages`, ending where the assistant's reply starts."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(turns) + "\n\nAssistant:"
+
+
+def prompt_ids(tokenizer, messages: Messages) -> list[int]:
+    # The chat template already carries any special tokens the model expects.
+    text = render_prompt(tokenizer, messages)
+    return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
+
+
+class HFGenerator:
+    def __init__(self, model_path: str, *, batch_size: int = 8, dtype: str = "float32", device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rlvr.utils.device import torch_dtype
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype)).to(self.device).eval()
+        self.batch_size = batch_size
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+
+    def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]:
+        import torch
+        from tqdm import tqdm
+
+        encoded = [prompt_ids(self.tok, m) for m in conversations]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        out: list[str] = [""] * len(encoded)
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc="generate (hf)", unit="batch", disable=len(order) <= self.batch_size):
+            batch = order[start:start + self.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]):] = 1
+            with torch.no_grad():
+                gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id)
+            for r, i in enumerate(batch):
+                out[i] = self.tok.decode(gen[r, width:], skip_special_tokens=True)
+        return out
+
+
+def _kv_cache_bytes(model_path: str, max_model_len: int, max_num_seqs: int) -> int:
+    """Enough KV cache for max_num_seqs full-length sequences in fp32, between 64 MiB and 4 GiB."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_token = 2 * cfg.num_hidden_layers * heads * head_dim * 4
+    return int(min(max(64 * 2**20, per_token * max_model_len * max_num_seqs), 4 * 2**30))
+
+
+class VLLMGenerator:
+    def __init__(self, model_path: str, *, max_model_len: int = 2048, max_num_seqs: int = 16, seed: int = 0):
+        import torch
+
+        # In-process engine: starts in seconds, no __main__ guard needed (see ENVIRONMENT.md).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        on_cpu = not torch.cuda.is_available()
+        kwargs = {"dtype": "float32", "enforce_eager": True,
+                  "kv_cache_memory_bytes": _kv_cache_bytes(model_path, max_model_len, max_num_seqs)} if on_cpu else {}
+        self.llm = LLM(model=model_path, max_model_len=max_model_len, max_num_seqs=max_num_seqs, seed=seed,
+                       **kwargs)
+        self.tok = self.llm.get_tokenizer()
+        self.max_model_len = max_model_len
+
+    def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]:
+        from vllm import SamplingParams
+
+        prompts = []
+        for m in conversations:
+            ids = prompt_ids(self.tok, m)
+            keep = self.max_model_len - max_new_tokens
+            if len(ids) > keep:
+                log.warning("prompt of %d tokens left-truncated to %d to fit max_model_len", len(ids), keep)
+                ids = ids[-keep:]
+            prompts.append({"prompt_token_ids": ids})
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
+        outputs = self.llm.generate(prompts, params, use_tqdm=True)
+        return [o.outputs[0].text for o in outputs]
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_generator(model_path: str, backend: str = "auto", *, batch_size: int = 8,
+                   max_model_len: int = 2048) -> Generator:
+    """backend: "vllm", "hf", or "auto" (vLLM when importable, else HF)."""
+    if backend not in ("auto", "vllm", "hf"):
+        raise ValueError(f"unknown generation backend {backend!r}; use auto, vllm or hf")
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        if not vllm_available():
+            raise RuntimeError("backend 'vllm' requested but vllm is not installed (pip install '.[cpu]' or '.[gpu]')")
+        log.info("generation backend: vLLM")
+        return VLLMGenerator(model_path, max_model_len=max_model_len, max_num_seqs=max(batch_size, 1))
+    log.info("generation backend: Hugging Face transformers")
+    return HFGenerator(model_path, batch_size=batch_size)
