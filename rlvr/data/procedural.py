@@ -310,6 +310,8 @@ _CONFLICT_GROUPS = [
     {"length_constraints:number_paragraphs", "length_constraints:nth_paragraph_first_word",
      "detectable_format:multiple_sections", "combination:two_responses", "detectable_format:json_format"},
     {"startend:end_checker", "startend:quotation", "detectable_format:json_format", "combination:two_responses"},
+    {"change_case:english_lowercase", "change_case:english_capital",
+     "detectable_format:multiple_sections"},  # section markers ("Section 1") are matched case-sensitively
     {"length_constraints:number_words", "length_constraints:number_sentences"},
     {"keywords:existence", "keywords:frequency", "keywords:letter_frequency"},
     {"detectable_format:json_format", "punctuation:no_comma", "detectable_format:number_bullet_lists",

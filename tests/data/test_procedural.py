@@ -125,7 +125,13 @@ def test_gsm8k_verifier_scores_ground_truth():
 def test_ifeval_verifier_accepts_procedural_ground_truth():
     from rewards import get_verifier
 
+    from rewards.ifeval.evaluation import check_instructions
+
     verify = get_verifier("ifeval")
+    for row in generate("ifeval", 200, seed=0):  # every generated kwargs set builds a checker and gives verdicts
+        gt = json.loads(row["ground_truth"])
+        result = check_instructions("Some response, with Words.", gt["instruction_id_list"], gt["kwargs"])
+        assert len(result.strict) == len(gt["instruction_id_list"])
     rows = [r for r in generate("ifeval", 400, seed=0)
             if json.loads(r["ground_truth"])["instruction_id_list"] == ["change_case:english_lowercase"]]
     assert rows
