@@ -124,7 +124,6 @@ def test_gsm8k_verifier_scores_ground_truth():
 
 def test_ifeval_verifier_accepts_procedural_ground_truth():
     from rewards import get_verifier
-
     from rewards.ifeval.evaluation import check_instructions
 
     verify = get_verifier("ifeval")
