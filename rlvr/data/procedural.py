@@ -140,49 +140,48 @@ def gsm8k_row(rng: random.Random, row_id: str) -> dict:
 
 TOPICS = ["the history of the bicycle", "why people keep houseplants", "a day at a busy train station",
           "learning a second language", "the water cycle", "a small town bakery", "how volcanoes form",
-          "the benefits of walking", "a trip to the mountains", "recycling at home", "the life of honey bees",
+          "the benefits of walking", "hiking in the mountains", "recycling at home", "the life of honey bees",
           "the first day at a new job", "how to plan a garden", "the invention of the printing press"]
 FORMS = ["Write a short blog post about {t}.", "Write a letter to a friend about {t}.",
          "Write a short story about {t}.", "Explain {t} to a ten-year-old.", "Write a product pitch about {t}.",
          "Write an essay about {t}."]
 WORDS = ["river", "window", "garden", "orange", "music", "silver", "journey", "morning", "planet", "bridge",
          "coffee", "forest", "lantern", "ocean", "pencil", "thunder"]
-END_PHRASES = ["Is there anything else I can help with?", "Let me know if you have additional questions.",
-               "Peace!", "Hope you agree with me."]
+END_PHRASES = ["That is all for today.", "Thanks for reading!", "See you next time.", "Those are my thoughts."]
 RELATIONS = ["at least", "less than"]
 
 
 def _c_lowercase(rng):
-    return {}, "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
+    return {}, "Write everything in English using only lowercase letters; do not use a single capital letter."
 
 
 def _c_capital(rng):
-    return {}, "Your entire response should be in English, and in all capital letters."
+    return {}, "Write everything in English using only CAPITAL letters."
 
 
 def _c_capital_freq(rng):
     rel, f = rng.choice(RELATIONS), rng.randint(2, 10)
     return ({"capital_relation": rel, "capital_frequency": f},
-            f"Words with all capital letters should appear {rel} {f} times in your response.")
+            f"Use fully capitalised words (like THIS) {rel} {f} times.")
 
 
 def _c_words(rng):
     rel = rng.choice(RELATIONS)
     n = rng.choice([50, 80, 100, 150, 200]) if rel == "at least" else rng.choice([60, 100, 150, 200, 300])
-    return {"relation": rel, "num_words": n}, f"Answer with {rel} {n} words."
+    return {"relation": rel, "num_words": n}, f"Keep the length to {rel} {n} words."
 
 
 def _c_sentences(rng):
     rel = rng.choice(RELATIONS)
     n = rng.randint(2, 8) if rel == "at least" else rng.randint(4, 12)
-    return {"relation": rel, "num_sentences": n}, f"Your response should contain {rel} {n} sentences."
+    return {"relation": rel, "num_sentences": n}, f"Use {rel} {n} sentences."
 
 
 def _c_paragraphs(rng):
     n = rng.randint(2, 5)
     return ({"num_paragraphs": n},
-            f"There should be exactly {n} paragraphs. Paragraphs are separated from each other by the markdown "
-            "divider: ***")
+            f"Write {n} paragraphs, no more and no fewer, and put the markdown divider *** between "
+            "consecutive paragraphs.")
 
 
 def _c_nth_first_word(rng):
@@ -190,92 +189,90 @@ def _c_nth_first_word(rng):
     k = rng.randint(1, n)
     word = rng.choice(WORDS)
     return ({"num_paragraphs": n, "nth_paragraph": k, "first_word": word},
-            f"There should be exactly {n} paragraphs, separated from each other by two new lines. "
-            f"Paragraph {k} must start with the word \"{word}\".")
+            f"Write {n} paragraphs, no more and no fewer, with a blank line between consecutive paragraphs; "
+            f"the first word of paragraph number {k} has to be \"{word}\".")
 
 
 def _c_bullets(rng):
     n = rng.randint(2, 6)
     return ({"num_bullets": n},
-            f"Your answer must contain exactly {n} bullet points. Use markdown bullet points such as:\n"
-            "* This is point 1.\n* This is point 2")
+            f"Include a markdown list of {n} bullet points, no more and no fewer, each starting with \"* \".")
 
 
 def _c_highlights(rng):
     n = rng.randint(1, 4)
     return ({"num_highlights": n},
-            f"Highlight at least {n} sections in your answer with markdown, i.e. *highlighted section*.")
+            f"Emphasise {n} or more parts of the text in markdown italics, like *this part*.")
 
 
 def _c_title(rng):
-    return {}, "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."
+    return {}, "Give your text a title and put it inside double angle brackets, for example <<a title>>."
 
 
 def _c_json(rng):
-    return {}, "Entire output should be wrapped in JSON format. You can use markdown ticks such as ```."
+    return {}, "Return the whole reply as valid JSON (a markdown code fence around it is allowed)."
 
 
 def _c_sections(rng):
     splitter = rng.choice(["Section", "SECTION", "Part"])
     n = rng.randint(2, 4)
     return ({"section_spliter": splitter, "num_sections": n},
-            f"Your response must have {n} sections. Mark the beginning of each section with {splitter} X, "
-            f"such as: {splitter} 1")
+            f"Split the text into {n} sections and start each one with a heading of the form "
+            f"\"{splitter} <number>\", e.g. {splitter} 1.")
 
 
 def _c_placeholders(rng):
     n = rng.randint(1, 4)
     return ({"num_placeholders": n},
-            f"The response must contain at least {n} placeholders represented by square brackets, "
-            "such as [address].")
+            f"Leave {n} or more fill-in-the-blank placeholders written in square brackets, like [name].")
 
 
 def _c_postscript(rng):
     marker = rng.choice(["P.S.", "P.P.S"])
     return ({"postscript_marker": marker},
-            f"At the end of your response, please explicitly add a postscript starting with {marker}")
+            f"Close with a postscript that begins with {marker}")
 
 
 def _c_no_comma(rng):
-    return {}, "In your entire response, refrain from the use of any commas."
+    return {}, "Do not use any commas anywhere in the text."
 
 
 def _c_existence(rng):
     words = rng.sample(WORDS[:8], rng.randint(1, 3))
-    return {"keywords": words}, f"Include the keywords {', '.join(repr(w) for w in words)} in the response."
+    return {"keywords": words}, f"Make sure these words appear in the text: {' and '.join(words)}."
 
 
 def _c_forbidden(rng):
     words = rng.sample(WORDS[8:], rng.randint(1, 3))
     return ({"forbidden_words": words},
-            f"Do not include the words {', '.join(repr(w) for w in words)} in the response.")
+            f"Avoid these words completely: {' and '.join(words)}.")
 
 
 def _c_frequency(rng):
     word, rel, f = rng.choice(WORDS[:8]), rng.choice(RELATIONS), rng.randint(1, 4)
     return ({"keyword": word, "frequency": f, "relation": rel},
-            f"In your response, the word {word} should appear {rel} {f} times.")
+            f"Use the word \"{word}\" {rel} {f} times.")
 
 
 def _c_letter_frequency(rng):
     letter, rel, f = rng.choice("abcdeilmnoprst"), rng.choice(RELATIONS), rng.randint(3, 12)
     return ({"letter": letter, "let_frequency": f, "let_relation": rel},
-            f"In your response, the letter {letter} should appear {rel} {f} times.")
+            f"The letter \"{letter}\" must occur {rel} {f} times in the text.")
 
 
 def _c_end(rng):
     phrase = rng.choice(END_PHRASES)
     return ({"end_phrase": phrase},
-            f"Finish your response with this exact phrase {phrase} No other words should follow this phrase.")
+            f"The very last words of your reply must be exactly: {phrase}")
 
 
 def _c_quotation(rng):
-    return {}, "Wrap your entire response with double quotation marks."
+    return {}, "Put the whole reply inside one pair of double quotes."
 
 
 def _c_two_responses(rng):
-    return {}, ("Give two different responses. Responses and only responses should be separated by 6 asterisk "
-                "symbols: ******.")
+    return {}, ("Write two different versions of the reply and separate them with a line of six asterisks "
+                "(******), using that separator nowhere else.")
 
 
 IFEVAL_CONSTRAINTS: dict[str, Callable[[random.Random], tuple[dict, str]]] = {

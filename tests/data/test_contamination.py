@@ -54,3 +54,13 @@ def test_cli_against_gsm8k_test(shared_data, tmp_path):
     hit_ids = {e["id"] for e in ds["examples"]}
     assert {"gsm8k-test-5", "gsm8k-test-100"} <= hit_ids
     assert 2 <= ds["n_contaminated"] < 0.01 * len(test_rows)
+
+
+def test_procedural_prompts_do_not_copy_benchmark_text(shared_data):
+    from rlvr.data.contamination import load_eval_items, load_train_prompts
+
+    prompts = load_train_prompts("procedural:mixed?n=1000&seed=0")
+    evals = dict(load_eval_items(t, shared_data) for t in ("gsm8k", "ifeval"))
+    reports = {r.dataset: r for r in contamination_report(prompts, evals, n=8)}
+    assert reports["ifeval"].n_contaminated == 0  # our constraint wording is our own, not IFEval's
+    assert reports["gsm8k"].fraction < 0.01
