@@ -1,0 +1,120 @@
+"""How a stage gets its ranks, and the shared CLI plumbing of `rlvr sft|dpo|rm`.
+
+Distributed runs (one way, three entrances):
+  * `dist.world_size: 1` (default): this process is rank 0 of a one-rank gloo/NCCL group.
+  * `dist.world_size: N > 1` and no launcher: this process spawns N local worker processes
+    (torch.multiprocessing, "spawn"), each joining one group on `dist.master_addr` and a free port (gloo on CPU,
+    NCCL on CUDA with one GPU per rank). The parent waits and returns rank 0's result.
+  * Under a launcher (`torchrun --nproc_per_node N -m rlvr.cli sft ...`, the `deepspeed` launcher, or Ray actors
+    that set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT): every process joins that group; the
+    launcher's WORLD_SIZE wins over `dist.world_size` (a mismatch is logged). Multi-node = a launcher.
+A process group that already exists (e.g. a Ray learner actor) is used as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from pathlib import Path
+
+from rlvr.models import resolve_model
+from rlvr.utils.config import ConfigError, load_config
+from rlvr.utils.device import default_threads, detect_device, set_threads
+from rlvr.utils.logging import get_logger
+from rlvr.utils.run import TrainResult
+from sft_dpo.engine import free_port, init_distributed
+from sft_dpo.trainer import RunContext, finished_result, train
+
+log = get_logger(__name__)
+
+
+def _make_objective(path: str, cfg):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)(cfg)
+
+
+def _run_rank(cfg, objective_path: str, rank: int, world: int, local_rank: int, master_addr: str,
+              master_port: int, threads: int | None) -> TrainResult:
+    import torch
+
+    device = detect_device(cfg.engine.device, threads)
+    if device.kind == "cpu":
+        set_threads(device.num_threads)
+    else:
+        torch.cuda.set_device(local_rank)
+    init_distributed(rank, world, master_addr=master_addr, master_port=master_port, device=device,
+                     local_rank=local_rank)
+    from transformers import AutoTokenizer
+
+    model_path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    ctx = RunContext(cfg=cfg, rank=rank, world_size=world, device=device, model_path=model_path,
+                     tokenizer=tokenizer, out=Path(cfg.output_dir))
+    return train(ctx, _make_objective(objective_path, cfg))
+
+
+def _spawned(local_rank: int, cfg, objective_path: str, world: int, master_addr: str, master_port: int,
+             threads: int) -> None:
+    _run_rank(cfg, objective_path, local_rank, world, local_rank, master_addr, master_port, threads)
+
+
+def run_stage(cfg, objective_path: str) -> TrainResult:
+    """Run a stage with the ranks `cfg.dist` and the environment ask for (see module docstring)."""
+    import torch.distributed as dist
+
+    out = Path(cfg.output_dir)
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        return _run_rank(cfg, objective_path, rank, world, int(os.environ.get("LOCAL_RANK", rank)),
+                         os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 0)),
+                         cfg.engine.num_threads)
+    env_world = int(os.environ.get("WORLD_SIZE", "1"))
+    if env_world > 1:  # a launcher started us
+        if env_world != cfg.dist.world_size:
+            log.warning("launcher WORLD_SIZE=%d differs from dist.world_size=%d; using the launcher's",
+                        env_world, cfg.dist.world_size)
+        return _run_rank(cfg, objective_path, int(os.environ["RANK"]), env_world,
+                         int(os.environ.get("LOCAL_RANK", os.environ["RANK"])), os.environ["MASTER_ADDR"],
+                         int(os.environ["MASTER_PORT"]), cfg.engine.num_threads)
+    world = cfg.dist.world_size
+    port = cfg.dist.master_port or free_port()
+    if world == 1:
+        return _run_rank(cfg, objective_path, 0, 1, 0, cfg.dist.master_addr, port, cfg.engine.num_threads)
+    done = finished_result(out)
+    if done is not None:
+        return done
+    import torch.multiprocessing as mp
+
+    threads = cfg.engine.num_threads or max(1, default_threads() // world)
+    log.info("spawning %d local ranks (%d threads each) on %s:%d", world, threads, cfg.dist.master_addr, port)
+    mp.start_processes(_spawned, args=(cfg, objective_path, world, cfg.dist.master_addr, port, threads),
+                       nprocs=world, join=True, start_method="spawn")
+    done = finished_result(out)
+    if done is None:  # stopped early (stop_after_steps): no final model yet
+        return TrainResult(output_dir=out, model_dir=out / "final", steps=cfg.stop_after_steps or 0)
+    return done
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_stage_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--config", help=f"YAML config, e.g. {example}")
+    parser.add_argument("overrides", nargs="*", help="KEY.PATH=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10")
+
+
+def stage_cli(args: argparse.Namespace, config_cls, train_fn) -> int:
+    from sft_dpo.data import DataError
+
+    try:
+        cfg = load_config(config_cls, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}")
+        return 2
+    try:
+        result = train_fn(cfg)
+    except DataError as err:
+        print(f"error: {err}")
+        return 2
+    print(result.model_dir)
+    return 0

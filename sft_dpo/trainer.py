@@ -1,0 +1,338 @@
+"""The training loop shared by SFT, DPO and the reward model. One objective object supplies the model, the data
+and the per-micro-batch loss; this module owns everything else, in reading order:
+
+  run folder + resume check -> tokenised data -> (objective hook, e.g. DPO's reference log-probs) -> model in a
+  DeepSpeed engine -> restore the latest checkpoint -> steps -> checkpoints -> final HF model + marker.
+
+Run folder (`output_dir`): config.yaml, metrics.jsonl (+ tensorboard/), checkpoints/step_N/{hf/, deepspeed/,
+trainer_state_rank*.pt}, final/ (HF model + tokenizer, `.rlvr-complete` written last). A finished run returns at
+once; an unfinished one resumes from the newest complete checkpoint: model, optimiser, scheduler, RNG and the data
+position (the step number fixes it, since the order is a pure function of seed, epoch and step).
+
+Data order: every epoch is a permutation of the examples seeded by (seed, epoch). Step k of an epoch takes the
+next `effective batch` examples; rank r takes its contiguous slice and cuts it into micro-batches. An incomplete
+final batch is dropped (every rank must run the same number of micro-batches). `max_steps` overrides
+`num_epochs` and may run past one epoch.
+
+Loss reduction (STYLE.md #3): objectives return loss *sums*; each micro-batch's sum is divided by the number of
+loss units (tokens or pairs) in the whole step across ranks, times gradient_accumulation_steps x world_size
+because DeepSpeed's `backward` divides by the former and its gradient all-reduce averages over the latter. The
+gradient is therefore the same however the step is split into micro-batches or ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from rlvr.utils.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlvr.utils.config import FrozenConfig, save_config
+from rlvr.utils.device import DeviceInfo
+from rlvr.utils.logging import get_logger
+from rlvr.utils.metrics import MetricsLogger
+from rlvr.utils.run import TrainResult
+from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
+
+log = get_logger(__name__)
+
+FINAL_MARKER = ".rlvr-complete"
+
+
+class StageConfig(FrozenConfig):
+    """Fields every prelude stage shares. Subclasses add `data` and objective settings."""
+
+    model: str = Field(..., description="hub name, local folder or bundled name (resolve_model)")
+    output_dir: str = Field(..., description="run folder: config, metrics, checkpoints/, final/")
+    seed: int = Field(42, description="data order and initialisation")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    dist: DistConfig = Field(default_factory=DistConfig)
+    num_epochs: int = Field(1, ge=1, description="passes over the data (ignored when max_steps is set)")
+    max_steps: int | None = Field(None, ge=1, description="optimiser steps; overrides num_epochs")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0: only when stopped early")
+    keep_checkpoints: int = Field(2, ge=1, description="complete checkpoints kept")
+    log_every: int = Field(1, ge=1, description="metrics line every N steps")
+    stop_after_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after this step without "
+                                                                 "changing the schedule: time-boxed jobs, resume tests")
+    tensorboard: bool = True
+    wandb_project: str | None = None
+
+
+@dataclass
+class RunContext:
+    cfg: Any
+    rank: int
+    world_size: int
+    device: DeviceInfo
+    model_path: str
+    tokenizer: Any
+    out: Path
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device.kind == "cuda":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        from rlvr.utils.device import torch_dtype
+
+        return torch_dtype(self.device.param_dtype)
+
+
+class Objective:
+    """What a stage supplies to the loop. Losses are sums over `unit`s (see module docstring)."""
+
+    name = "objective"
+    unit = "examples"
+
+    def load_examples(self, ctx: RunContext) -> tuple[list, dict[str, float]]:
+        raise NotImplementedError
+
+    def before_model(self, ctx: RunContext, examples: list) -> dict[str, float]:
+        return {}
+
+    def load_model(self, ctx: RunContext) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def collate(self, examples: list, pad_id: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def count(self, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """(loss units, tokens) in a micro-batch."""
+        raise NotImplementedError
+
+    def loss(self, engine, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss sum, metric sums over the same units)."""
+        raise NotImplementedError
+
+    def hf_model(self, module: torch.nn.Module):
+        return module
+
+    def hf_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state_dict
+
+    def after_training(self, ctx: RunContext, engine) -> dict[str, float]:
+        return {}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist
+
+
+def barrier() -> None:
+    dist = _dist()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    dist = _dist()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def finished_result(out: Path) -> TrainResult | None:
+    marker = out / "final" / FINAL_MARKER
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    return TrainResult(output_dir=out, model_dir=out / "final", metrics=info.get("metrics", {}),
+                       steps=info.get("steps", 0))
+
+
+def step_indices(n: int, step: int, *, seed: int, global_batch: int) -> list[int]:
+    """Example indices of optimiser step `step` (1-based) across all ranks."""
+    spe = n // global_batch
+    epoch, k = divmod(step - 1, spe)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[k * global_batch:(k + 1) * global_batch].tolist()
+
+
+def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """On resume, drop metric lines of steps after the checkpoint (they will be recomputed)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# ---------------------------------------------------------------- saving
+
+def save_hf(engine, objective: Objective, tokenizer, out: Path, *, rank: int, zero_stage: int) -> None:
+    """The trained model in Hugging Face format (loadable by transformers and vLLM). Collective under ZeRO-3."""
+    state = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else None
+    if rank == 0:
+        model = objective.hf_model(engine.module)
+        if state is not None:
+            state = objective.hf_state_dict(state)
+        model.save_pretrained(out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+
+
+def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: Objective, step: int) -> None:
+    if ctx.rank == 0:
+        mgr.begin(step)
+    barrier()
+    tmp = mgr.root / f".tmp-{mgr.step_name(step)}"
+    engine.save_checkpoint(str(tmp / "deepspeed"), tag="state")
+    save_hf(engine, objective, ctx.tokenizer, tmp / "hf", rank=ctx.rank, zero_stage=ctx.cfg.engine.zero_stage)
+    torch.save({"step": step, "rng": capture_rng_state()}, tmp / f"trainer_state_rank{ctx.rank}.pt")
+    barrier()
+    if ctx.rank == 0:
+        mgr.commit(step)
+    barrier()
+
+
+def load_checkpoint(ctx: RunContext, ckpt: Path, engine) -> int:
+    load_path, _ = engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint in {ckpt / 'deepspeed'}")
+    state_file = ckpt / f"trainer_state_rank{ctx.rank}.pt"
+    if not state_file.is_file():
+        raise RuntimeError(f"{state_file} missing: the checkpoint was written with a different world size")
+    state = torch.load(state_file, weights_only=False)
+    restore_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def write_final(ctx: RunContext, engine, objective: Objective, steps: int, metrics: dict[str, float]) -> Path:
+    final, tmp = ctx.out / "final", ctx.out / ".tmp-final"
+    if ctx.rank == 0 and tmp.exists():
+        shutil.rmtree(tmp)
+    barrier()
+    save_hf(engine, objective, ctx.tokenizer, tmp, rank=ctx.rank, zero_stage=ctx.cfg.engine.zero_stage)
+    if ctx.rank == 0:
+        (tmp / FINAL_MARKER).write_text(json.dumps({"steps": steps, "metrics": metrics}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    barrier()
+    return final
+
+
+# ---------------------------------------------------------------- the loop
+
+def train(ctx: RunContext, objective: Objective) -> TrainResult:
+    """Run (or resume) one stage in this rank. The process group exists already (see sft_dpo.launch)."""
+    from tqdm.auto import tqdm
+
+    cfg, rank, world = ctx.cfg, ctx.rank, ctx.world_size
+    done = finished_result(ctx.out)
+    if done is not None:
+        log.info("%s: already finished in %s", objective.name, done.model_dir)
+        return done
+    torch.manual_seed(cfg.seed)
+    if rank == 0:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, ctx.out / "config.yaml")
+
+    examples, data_metrics = objective.load_examples(ctx)
+    optim = cfg.optim
+    global_batch = optim.effective_batch_size(world)
+    spe = len(examples) // global_batch
+    if spe == 0:
+        raise ValueError(f"{len(examples)} training examples are fewer than one effective batch ({global_batch} = "
+                         f"{optim.per_device_batch_size} x {optim.gradient_accumulation_steps} x {world} ranks)")
+    total = cfg.max_steps or cfg.num_epochs * spe
+    shape = log_batch_shape(optim, world, logger=log)
+    extra = objective.before_model(ctx, examples)
+
+    model = objective.load_model(ctx)
+    engine = build_engine(model, optim, cfg.engine, total_steps=total, world_size=world, device=ctx.device)
+    mgr = CheckpointManager(ctx.out / "checkpoints", keep_last=cfg.keep_checkpoints)
+    start = 0
+    ckpt = mgr.latest()
+    if ckpt is not None:
+        start = load_checkpoint(ctx, ckpt, engine)
+        log.info("%s: resumed from %s (step %d of %d)", objective.name, ckpt, start, total)
+    metrics_log = None
+    if rank == 0:
+        if start:
+            _truncate_metrics(ctx.out / "metrics.jsonl", start)
+        metrics_log = MetricsLogger(ctx.out, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
+                                    run_name=ctx.out.name, append=start > 0)
+        metrics_log.log(start, {**{f"batch/{k}": v for k, v in shape.items()}, "total_steps": total,
+                                "steps_per_epoch": spe, "resumed_from_step": start, **data_metrics, **extra})
+
+    pad_id = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else ctx.tokenizer.eos_token_id
+    stop = min(total, cfg.stop_after_steps or total)
+    bar = tqdm(total=total, initial=start, disable=rank != 0, desc=objective.name, unit="step", dynamic_ncols=True)
+    last: dict[str, float] = {}
+    step = start
+    try:
+        for step in range(start + 1, stop + 1):
+            t0 = time.perf_counter()
+            idx = step_indices(len(examples), step, seed=cfg.seed, global_batch=global_batch)
+            per_rank = optim.per_device_batch_size * optim.gradient_accumulation_steps
+            mine = idx[rank * per_rank:(rank + 1) * per_rank]
+            micro = [objective.collate([examples[i] for i in mine[j:j + optim.per_device_batch_size]], pad_id)
+                     for j in range(0, per_rank, optim.per_device_batch_size)]
+            counts = torch.tensor([sum(objective.count(b)[k] for b in micro) for k in (0, 1)], dtype=torch.float64)
+            units, tokens = all_reduce_sum(counts.to(ctx.torch_device)).tolist()
+            scale = optim.gradient_accumulation_steps * world / max(units, 1.0)
+            lr = engine.get_lr()[0]
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            stat_sums: dict[str, float] = {}
+            grad_norm = None
+            for j, batch in enumerate(micro):
+                part, stats = objective.loss(engine, move(batch, ctx.torch_device))
+                engine.backward(part * scale)
+                if j == len(micro) - 1 and cfg.engine.zero_stage == 0:
+                    grad_norm = _grad_norm(engine.module)  # ZeRO-0 does not report it; grads are reduced now
+                engine.step()
+                loss_sum += part.detach().double().cpu()
+                for k, v in stats.items():
+                    stat_sums[k] = stat_sums.get(k, 0.0) + float(v)
+            names = sorted(stat_sums)
+            packed = torch.tensor([loss_sum.item()] + [stat_sums[k] for k in names], dtype=torch.float64)
+            packed = all_reduce_sum(packed.to(ctx.torch_device)).cpu() / max(units, 1.0)
+            dt = time.perf_counter() - t0
+            if grad_norm is None:
+                grad_norm = engine.get_global_grad_norm()
+            last = {"loss": packed[0].item(), **{k: packed[i + 1].item() for i, k in enumerate(names)},
+                    "lr": lr, "epoch": (step - 1) / spe, f"{objective.unit}_per_step": units,
+                    "tokens_per_s": tokens / dt, "step_time_s": dt}
+            if grad_norm is not None:
+                last["grad_norm"] = float(grad_norm)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
+            if metrics_log is not None and (step % cfg.log_every == 0 or step == stop):
+                metrics_log.log(step, last)
+            if (cfg.save_every and step % cfg.save_every == 0) or (step == stop < total):
+                save_checkpoint(ctx, mgr, engine, objective, step)
+        bar.close()
+        if stop < total:
+            log.info("%s: stopped after step %d of %d (stop_after_steps); rerun to resume", objective.name, stop, total)
+            return TrainResult(output_dir=ctx.out, model_dir=ctx.out / "final", metrics=last, steps=stop)
+        summary = {**last, **objective.after_training(ctx, engine)}
+        if metrics_log is not None and summary.keys() - last.keys():
+            metrics_log.log(step, {k: v for k, v in summary.items() if k not in last})
+        final = write_final(ctx, engine, objective, total, summary)
+        return TrainResult(output_dir=ctx.out, model_dir=final, metrics=summary, steps=total)
+    finally:
+        if metrics_log is not None:
+            metrics_log.close()
