@@ -1,6 +1,6 @@
 """Log-likelihood of continuations given contexts, with batched Hugging Face forward passes.
 
-Tokenisation follows lm-eval: trailing spaces of the context move to the continuation, the pair is tokenised as
+Tokenisation follows lm-eval: trailing whitespace of the context moves to the continuation, the pair is tokenised as
 one string and the continuation tokens are those after the context's tokens, so a word boundary tokenises as the
 model saw it in training. Over-long pairs are truncated from the left (the continuation is always kept).
 """
@@ -61,7 +61,7 @@ class LoglikScorer:
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], int]:
         """Token ids of context+continuation (left-truncated to max_length) and the continuation's token count."""
-        n_spaces = len(context) - len(context.rstrip(" "))
+        n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
         whole = self.tok(context + continuation, add_special_tokens=False)["input_ids"]

@@ -34,7 +34,7 @@ def test_scorer_matches_manual_forward_and_is_batch_invariant(scorer):
     batched = scorer(pairs)
     for (context, continuation), got in zip(pairs, batched):
         # manual: tokenise, one unpadded forward pass, sum log-softmax at the continuation tokens
-        ctx = context.rstrip(" ")
+        ctx = context.rstrip()
         cont = context[len(ctx):] + continuation
         whole = scorer.tok(ctx + cont, add_special_tokens=False)["input_ids"]
         n_ctx = len(scorer.tok(ctx, add_special_tokens=False)["input_ids"])
