@@ -38,3 +38,7 @@ def unpicklable_result():
 
 def pid():
     return os.getpid()
+
+
+def boom_init():
+    raise RuntimeError("init failed on purpose")

@@ -1,0 +1,45 @@
+"""Deliberately broken verifiers for scoring tests (module-level and registered, so pool workers can load them)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rewards.base import Score
+from rewards.registry import register
+
+
+@register("test_raises")
+def raises(response, ground_truth, *, prompt=None):
+    raise RuntimeError("verifier bug")
+
+
+@register("test_nan")
+def returns_nan(response, ground_truth, *, prompt=None):
+    return float("nan")
+
+
+@register("test_wrong_type")
+def returns_wrong_type(response, ground_truth, *, prompt=None):
+    return "1.0"
+
+
+@register("test_hangs")
+def hangs(response, ground_truth, *, prompt=None):
+    time.sleep(3600)
+    return Score(1.0)
+
+
+@register("test_crashes")
+def crashes(response, ground_truth, *, prompt=None):
+    os._exit(7)
+
+
+@register("test_half")
+def half(response, ground_truth, *, prompt=None):
+    return 0.5
+
+
+@register("test_echo_prompt")
+def echo_prompt(response, ground_truth, *, prompt=None):
+    return Score(1.0 if prompt == ground_truth else 0.0, f"prompt={prompt!r}")
