@@ -6,6 +6,7 @@ hellaswag) share one HF log-likelihood scorer. Each model is loaded only if a ta
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Sequence
@@ -49,6 +50,18 @@ def evaluate(model: str, tasks: str | Sequence[str], *, limit: int | None = None
 
     names = parse_tasks(tasks)
     path = resolve_model(model)
+    results = _run_tasks(names, path, limit=limit, data_dir=data_dir, source=source, backend=backend,
+                         num_fewshot=num_fewshot, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         max_model_len=max_model_len, generator=generator, scorer=scorer,
+                         records_out=records_out, timings_out=timings_out)
+    # Models loaded by _run_tasks are unreachable now; collect them before returning, since a sweep calls this
+    # once per trial in the same process.
+    gc.collect()
+    return results
+
+
+def _run_tasks(names, path, *, limit, data_dir, source, backend, num_fewshot, max_new_tokens, batch_size,
+               max_model_len, generator, scorer, records_out, timings_out) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for task in names:
         start = time.perf_counter()
