@@ -7,7 +7,8 @@
 - `word_tokenize`: what `nltk.word_tokenize(text)` does — punkt sentence split, then NLTK's improved Treebank word
   tokenizer on each sentence.
 - Words for length constraints: `\\w+` runs, as Google's `count_words` (NLTK `RegexpTokenizer(r"\\w+")`).
-- Language: `langdetect` with `DetectorFactory.seed = 0`, which makes it deterministic (its trials are random).
+- Language: `langdetect` with `DetectorFactory.seed = 0`, which makes it deterministic (its trials are random),
+  computed by `rewards.ifeval.fastdetect` (same answers, faster).
 
 Every function is cached per text (the loose score checks up to eight variants of one response, and several
 instructions of one prompt may tokenise the same text). nltk and langdetect are imported on first use, so
@@ -25,8 +26,6 @@ _CACHE_SIZE = 2048
 _lock = threading.Lock()
 _sentence_tokenizer = None
 _word_tokenizer = None
-_detect = None
-_lang_exception: type[Exception] | None = None
 
 
 def punkt_parameters(language: str = "english"):
@@ -80,8 +79,13 @@ def count_sentences(text: str) -> int:
 @lru_cache(maxsize=_CACHE_SIZE)
 def word_tokenize(text: str) -> tuple[str, ...]:
     """NLTK `word_tokenize(text)`: punkt sentences, then the Treebank word tokenizer on each."""
-    treebank = _treebank()
-    return tuple(token for sent in sentences(text) for token in treebank.tokenize(sent))
+    return tuple(token for sent in sentences(text) for token in _sentence_words(sent))
+
+
+@lru_cache(maxsize=4 * _CACHE_SIZE)
+def _sentence_words(sentence: str) -> tuple[str, ...]:
+    # cached per sentence: the loose variants of a response share most of their sentences
+    return tuple(_treebank().tokenize(sentence))
 
 
 def count_words(text: str) -> int:
@@ -89,30 +93,16 @@ def count_words(text: str) -> int:
     return len(_WORD_RE.findall(text))
 
 
-def _langdetect():
-    global _detect, _lang_exception
-    if _detect is None:
-        with _lock:
-            if _detect is None:
-                from langdetect import DetectorFactory, detect
-                from langdetect.lang_detect_exception import LangDetectException
-
-                DetectorFactory.seed = 0  # deterministic: langdetect samples n-grams at random
-                _lang_exception = LangDetectException
-                _detect = detect
-    return _detect
-
-
 @lru_cache(maxsize=_CACHE_SIZE)
 def detect_language(text: str) -> str | None:
-    """langdetect's language code for `text` (e.g. "en"), or None where langdetect cannot decide (no features)."""
-    detect = _langdetect()
-    try:
-        return detect(text)
-    except _lang_exception:  # "No features in text": digits, punctuation, emoji only
-        return None
+    """langdetect's language code for `text` (e.g. "en"; seed 0), or None where langdetect cannot decide (no
+    features: digits, punctuation, emoji only). Computed by `fastdetect`, which returns what `langdetect.detect`
+    returns."""
+    from rewards.ifeval import fastdetect
+
+    return fastdetect.detect(text)
 
 
 def clear_caches() -> None:
-    for fn in (sentences, word_tokenize, detect_language):
+    for fn in (sentences, word_tokenize, _sentence_words, detect_language):
         fn.cache_clear()
