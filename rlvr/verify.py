@@ -30,7 +30,7 @@ log = get_logger(__name__)
 
 CHUNK = 256
 # verifier name -> "module:object" with optional add_cli_arguments / prepare / report (see module docstring)
-HOOKS: dict[str, str] = {}
+HOOKS: dict[str, str] = {"ifeval": "rewards.ifeval.cli:HOOK"}
 
 
 @dataclass
