@@ -238,6 +238,23 @@ class BoundedPool:
         self._ensure_started()
         pending = deque(range(n))
         running: dict[Connection, tuple[_Worker, int, float]] = {}
+        taken: deque[tuple[_Worker, int]] = deque()
+        try:
+            self._drive(fn, args_list, limit, results, pending, running, taken)
+        except BaseException:
+            # interrupted (e.g. KeyboardInterrupt) or a task could not be pickled: give every worker back;
+            # busy ones are killed since their results would otherwise arrive on the next call
+            for worker, _ in taken:
+                self._release_unused(worker)
+            for worker, _, _ in running.values():
+                self._replace(worker)
+            raise
+        with self._cond:
+            self._stats["tasks"] += n
+        return results  # type: ignore[return-value]
+
+    def _drive(self, fn, args_list, limit, results, pending, running, taken) -> None:
+        """The dispatch loop of `map`: hand out tasks, collect results, kill workers past their deadline."""
         while pending or running:
             # hand pending tasks to idle workers
             with self._cond:
@@ -247,10 +264,10 @@ class BoundedPool:
                     if self._closed:
                         raise RuntimeError("BoundedPool was closed during map")
                     self._cond.wait(timeout=0.5)
-                taken = []
                 while pending and self._idle:
                     taken.append((self._idle.popleft(), pending.popleft()))
-            for worker, idx in taken:
+            while taken:
+                worker, idx = taken.popleft()
                 try:
                     worker.conn.send((fn, tuple(args_list[idx])))
                 except (BrokenPipeError, ConnectionResetError, EOFError):
@@ -259,8 +276,6 @@ class BoundedPool:
                     continue
                 except Exception as err:  # pickling failed before anything was written
                     self._release_unused(worker)
-                    for w, _, _ in running.values():
-                        self._replace(w)  # abandon in-flight tasks of this call cleanly
                     raise TypeError(f"BoundedPool task {idx} could not be sent: {type(err).__name__}: {err}") from err
                 running[worker.conn] = (worker, idx, time.monotonic() + limit)
             if not running:
@@ -273,7 +288,7 @@ class BoundedPool:
             for conn in wait(list(running), timeout=wait_s):
                 worker, idx, _ = running.pop(conn)
                 try:
-                    status, payload, retire = conn.recv()
+                    data = conn.recv_bytes()
                 except (EOFError, OSError):
                     worker.proc.join(timeout=1)
                     code = worker.proc.exitcode
@@ -281,6 +296,10 @@ class BoundedPool:
                     self._count("errors")
                     self._replace(worker)
                     continue
+                try:
+                    status, payload, retire = pickle.loads(data)
+                except Exception as err:  # noqa: BLE001 - e.g. a result class the parent cannot import
+                    status, payload, retire = "error", f"result could not be read: {type(err).__name__}: {err}", False
                 if status == "ok":
                     results[idx] = Outcome("ok", value=payload)
                 else:
@@ -297,9 +316,6 @@ class BoundedPool:
                     results[idx] = Outcome("timeout", message=f"timed out after {limit:g} s (worker killed)")
                     self._count("timeouts")
                     self._replace(worker)
-        with self._cond:
-            self._stats["tasks"] += n
-        return results  # type: ignore[return-value]
 
     def _release_unused(self, worker: _Worker) -> None:
         with self._cond:

@@ -42,3 +42,14 @@ def pid():
 
 def boom_init():
     raise RuntimeError("init failed on purpose")
+
+
+def parent_cannot_unpickle():
+    # an instance of a class from a module that exists only in the worker: the parent cannot unpickle it
+    import sys
+    import types
+
+    mod = types.ModuleType("only_in_worker_xyz")
+    mod.Thing = type("Thing", (), {"__module__": "only_in_worker_xyz"})
+    sys.modules["only_in_worker_xyz"] = mod
+    return mod.Thing()

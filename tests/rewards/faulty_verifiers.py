@@ -43,3 +43,18 @@ def half(response, ground_truth, *, prompt=None):
 @register("test_echo_prompt")
 def echo_prompt(response, ground_truth, *, prompt=None):
     return Score(1.0 if prompt == ground_truth else 0.0, f"prompt={prompt!r}")
+
+
+class HalfReport:
+    """An `rlvr verify` hook for test_half: one extra option and one extra summary number."""
+
+    @staticmethod
+    def add_cli_arguments(parser):
+        parser.add_argument("--half-bonus", type=float, default=0.0)
+
+    @staticmethod
+    def report(args, rows, batch):
+        return {"half_total_plus_bonus": sum(batch.values) + args.half_bonus}
+
+
+HALF_REPORT = HalfReport()

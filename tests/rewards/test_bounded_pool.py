@@ -50,6 +50,8 @@ def test_exceptions_and_crashes_are_outcomes(pool):
     assert raised.status == "error" and "ValueError: bad" in raised.message
     assert crashed.status == "error" and "exit code 3" in crashed.message
     assert unpicklable.status == "error" and "could not be sent back" in unpicklable.message
+    unreadable = pool.map(t.parent_cannot_unpickle, [()])[0]
+    assert unreadable.status == "error" and "could not be read" in unreadable.message
     assert pool.map(t.square, [(7,)])[0].value == 49
 
 
@@ -63,6 +65,11 @@ def test_unpicklable_task_raises_type_error_in_caller(pool):
     with pytest.raises(TypeError, match="could not be sent"):
         pool.map(lambda: 1, [()])
     assert pool.map(t.square, [(3,)])[0].value == 9
+    with pytest.raises(TypeError, match="task 2 could not be sent"):
+        pool.map(t.sleep_then, [(1, 0.5), (2, 0.5), (lambda: 0, 0)])
+    # no worker was lost: full capacity, both serve the next batch
+    assert pool.stats()["workers"] == 2
+    assert [o.value for o in pool.map(t.square, [(i,) for i in range(6)])] == [i * i for i in range(6)]
 
 
 def test_concurrent_maps_from_threads(pool):
