@@ -1,0 +1,197 @@
+"""Rollout generation behind one interface, two backends: an in-process vLLM engine, or Hugging Face models with
+our own sampling loop (for machines without vLLM).
+
+`Generator.generate(prompts, seeds, ...)` takes chat prompts already tokenised (lists of token ids) and one seed
+per request; it returns, per request, the response token ids (EOS included when the model stopped), the raw
+per-token log-probs of those tokens and the finish reason ("stop" = ended with EOS, "length" = cut off).
+Sampling is seeded per request, so a request gives the same tokens whatever batch it lands in (vLLM: per-request
+`SamplingParams.seed`; HF: one torch.Generator per row).
+
+Log-probs are *raw* (softmax of the unscaled logits), as vLLM reports them by default. The learner recomputes the
+PPO old log-probs itself with the same temperature-scaled logits the loss uses, so the generators' log-probs only
+feed diagnostics (the weight-sync check, `gen/logprob_diff`) and never the update.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from rlvr.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    response_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" | "length"
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class Generator:
+    """One generation engine. Plain class: the Ray actor is `ray.remote(Generator)` (see rlvr.actors.group)."""
+
+    def __init__(self, model: str, *, backend: str = "auto", max_model_len: int = 512, max_num_seqs: int = 64,
+                 kv_cache_memory_bytes: int = 64 * 2**20, gpu_memory_utilization: float = 0.4, seed: int = 0,
+                 threads: int = 1, device: str = "auto"):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.device = "cuda" if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) else "cpu"
+        if backend == "auto":
+            backend = "vllm" if vllm_available() else "hf"
+        self.backend = backend
+        self.max_model_len = max_model_len
+        if backend == "vllm":
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: fast start, direct tensors
+            from vllm import LLM
+
+            kwargs: dict[str, Any] = dict(model=model, enforce_eager=True, max_model_len=max_model_len,
+                                          max_num_seqs=max_num_seqs, seed=seed)
+            if self.device == "cpu":
+                kwargs.update(dtype="float32", kv_cache_memory_bytes=kv_cache_memory_bytes)
+            else:
+                kwargs.update(dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization)
+            self.llm = LLM(**kwargs)
+            self.eos_ids = {self.llm.get_tokenizer().eos_token_id}
+        elif backend == "hf":
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+            tok = AutoTokenizer.from_pretrained(model)
+            eos = self.model.generation_config.eos_token_id
+            self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+            self.eos_ids.discard(None)
+            self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        else:
+            raise ValueError(f"unknown generation backend {backend!r}; use auto, vllm or hf")
+        self.weights_version = 0
+        log.info("generator ready: backend %s on %s (pid %d)", self.backend, self.device, os.getpid())
+
+    # ---- identity, for the driver ----
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "backend": self.backend, "device": self.device}
+
+    # ---- generation ----
+    def generate(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0) -> list[Rollout]:
+        """One response per prompt. temperature 0 = greedy."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        if not prompts:
+            return []
+        if self.backend == "vllm":
+            return self._generate_vllm(prompts, seeds, max_new_tokens, temperature, top_p)
+        return self._generate_hf(prompts, seeds, max_new_tokens, temperature, top_p)
+
+    def _generate_vllm(self, prompts, seeds, max_new_tokens, temperature, top_p) -> list[Rollout]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [SamplingParams(max_tokens=min(max_new_tokens, self.max_model_len - len(p)), temperature=temperature,
+                                 top_p=top_p, seed=s, logprobs=0, skip_special_tokens=False)
+                  for p, s in zip(prompts, seeds)]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        result = []
+        for out in outs:
+            c = out.outputs[0]
+            ids = list(c.token_ids)
+            lps = [d[t].logprob for d, t in zip(c.logprobs, ids)]
+            stopped = c.finish_reason == "stop" and bool(ids) and ids[-1] in self.eos_ids
+            result.append(Rollout(ids, lps, "stop" if stopped else "length"))
+        return result
+
+    def _generate_hf(self, prompts, seeds, max_new_tokens, temperature, top_p) -> list[Rollout]:
+        import torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        B, L = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, L), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every row's next token is at column L
+            ids[i, L - len(p):] = torch.tensor(p)
+            attn[i, L - len(p):] = 1
+        ids, attn = ids.to(dev), attn.to(dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        limits = [min(max_new_tokens, self.max_model_len - len(p)) for p in prompts]
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        responses: list[list[int]] = [[] for _ in range(B)]
+        logprobs: list[list[float]] = [[] for _ in range(B)]
+        finish = ["length"] * B
+        done = [lim <= 0 for lim in limits]
+        cache = DynamicCache()
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                             use_cache=True)
+            next_pos = pos[:, -1:] + 1
+            for _ in range(max(limits)):
+                logits = out.logits[:, -1].float().cpu()
+                raw_lp = torch.log_softmax(logits, -1)
+                step_tokens = torch.full((B,), self.pad_id, dtype=torch.long)
+                for i in range(B):
+                    if done[i]:
+                        continue
+                    tok = _sample(logits[i], temperature, top_p, gens[i])
+                    step_tokens[i] = tok
+                    responses[i].append(tok)
+                    logprobs[i].append(raw_lp[i, tok].item())
+                    if tok in self.eos_ids:
+                        finish[i], done[i] = "stop", True
+                    elif len(responses[i]) >= limits[i]:
+                        done[i] = True
+                if all(done):
+                    break
+                attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=dev)], 1)
+                out = self.model(input_ids=step_tokens[:, None].to(dev), attention_mask=attn, position_ids=next_pos,
+                                 past_key_values=cache, use_cache=True)
+                next_pos = next_pos + 1
+        return [Rollout(r, lp, f) for r, lp, f in zip(responses, logprobs, finish)]
+
+    # ---- weights ----
+    def load_weights(self, state_dict: dict[str, Any], version: int | None = None) -> int:
+        """Replace the weights in place (names as in the HF model's state_dict). Returns the new version."""
+        import torch
+
+        if self.backend == "vllm":
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+            self.llm.reset_prefix_cache()
+        else:
+            params = self.model.state_dict(keep_vars=True)  # tied weights appear under both names
+            with torch.no_grad():
+                for name, tensor in state_dict.items():
+                    if name not in params:
+                        raise KeyError(f"weight {name!r} from the learner is not a parameter of the generator model")
+                    params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+        self.weights_version = self.weights_version + 1 if version is None else version
+        return self.weights_version
+
+    def receive_weights(self, spec: list[tuple[str, str, list[int]]], group_args: dict[str, Any],
+                        version: int) -> int:
+        """Collective transport (rlvr.weight_sync): receive each tensor broadcast by learner rank 0, then load."""
+        from rlvr.weight_sync import receive_broadcast
+
+        sd = receive_broadcast(spec, device=self.device, **group_args)
+        return self.load_weights(sd, version)
+
+
+def _sample(logits, temperature: float, top_p: float, gen) -> int:
+    import torch
+
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, -1)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = (sorted_p.cumsum(-1) - sorted_p) < top_p  # smallest prefix reaching top_p (the first always kept)
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))

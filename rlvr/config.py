@@ -1,0 +1,189 @@
+"""Typed config of the RLVR stage (`rlvr train --config FILE [a.b=value ...]`).
+
+Batch arithmetic (explicit, because the LR/batch-size ratio is what SmolTulu studies):
+    rollout batch      = rollout.prompts_per_step x rollout.samples_per_prompt sequences per step
+    per learner rank   = rollout batch / dist.world_size
+    one optimiser step = rollout batch / ppo.num_mini_batches sequences (the "effective batch" of PPO)
+    micro-batch        = optim.per_device_batch_size; accumulation = per-rank mini-batch / micro-batch (derived)
+Optimiser steps per RL step = ppo.epochs x ppo.num_mini_batches; the LR schedule counts optimiser steps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlvr.utils.config import FrozenConfig
+from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig
+
+
+class DataConfig(FrozenConfig):
+    """Prompt sources (rlvr.data.prompts.load_prompts forms: files, hub names, `procedural:TASK?n=N&seed=S`)."""
+
+    train: list[str] = Field(..., min_length=1, description="prompt sources for training")
+    eval: list[str] = Field(default_factory=list, description="held-out prompt sources for evaluation")
+    eval_size: int | None = Field(None, ge=1, description="use only the first N eval prompts")
+    max_prompt_tokens: int = Field(256, ge=8, description="longer prompts are dropped (and counted) at load time")
+    max_dropped_fraction: float = Field(0.05, ge=0, le=1, description="fail the load if more rows are malformed")
+
+
+class RolloutConfig(FrozenConfig):
+    prompts_per_step: int = Field(8, ge=1, description="prompts sampled per RL step")
+    samples_per_prompt: int = Field(1, ge=1, description="responses per prompt (the group size for GRPO/RLOO)")
+    max_new_tokens: int = Field(128, ge=1, description="response length cap (cut-off responses get no_eos_penalty)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (SmolTulu: 1.0)")
+    top_p: float = Field(1.0, gt=0, le=1)
+    eval_temperature: float = Field(0.0, ge=0, description="0 = greedy decoding for evaluation")
+
+
+class GenerationConfig(FrozenConfig):
+    backend: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when importable, else HF generate")
+    num_generators: int = Field(1, ge=1, description="generator actors (each owns an engine)")
+    num_cpus: float = Field(1, ge=0, description="Ray CPUs per generator actor")
+    num_gpus: float = Field(0, ge=0, description="Ray GPUs per generator actor")
+    max_model_len: int | None = Field(None, description="vLLM context; default max_prompt_tokens + max_new_tokens")
+    max_num_seqs: int = Field(64, ge=1, description="vLLM concurrent sequences")
+    kv_cache_memory_bytes: int = Field(64 * 2**20, ge=2**20, description="vLLM KV cache size (CPU)")
+    gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM on CUDA")
+    threads: int = Field(1, ge=1, description="torch threads inside each generator")
+
+
+class PPOConfig(FrozenConfig):
+    epochs: int = Field(1, ge=1, description="passes over each rollout batch")
+    num_mini_batches: int = Field(1, ge=1, description="optimiser steps per epoch")
+    clip_eps: float = Field(0.2, gt=0)
+    clip_eps_high: float | None = Field(None, gt=0, description="DAPO clip-higher; default clip_eps")
+    value_clip_eps: float = Field(0.2, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    kl_coef: float = Field(0.05, ge=0, description="beta (SmolTulu/Tulu 3: 0.05)")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="estimator of KL(policy||reference)")
+    kl_in_reward: bool | None = Field(None, description="PPO: KL penalty in the token reward (default True). "
+                                      "GRPO/RLOO: False puts beta*KL in the loss (the GRPO paper), True in the "
+                                      "sequence reward before group normalisation (default False)")
+    whiten_advantages: bool = Field(True, description="PPO: whiten GAE advantages over the batch (all ranks)")
+    grpo_std_normalize: bool = Field(True, description="GRPO: divide by the group std (False = Dr. GRPO)")
+
+
+class RewardsConfig(FrozenConfig):
+    verified_reward: float = Field(10.0, description="reward for a verified answer (x the score in [0, 1])")
+    no_eos_penalty: float = Field(-10.0, description="replaces the reward of a response cut off without EOS")
+    num_workers: int = Field(2, ge=1, description="killable verifier worker processes")
+    timeout_s: float = Field(5.0, gt=0, description="per-response verifier time limit")
+    max_error_fraction: float = Field(0.5, ge=0, le=1, description="stop when more of a batch errors/times out")
+
+
+class WeightSyncConfig(FrozenConfig):
+    transport: Literal["auto", "object_store", "nccl"] = Field(
+        "auto", description="auto: NCCL group on CUDA, Ray object store on CPU")
+    verify: bool = Field(False, description="after each sync, compare generator vs learner log-probs")
+    verify_every: int = Field(1, ge=1, description="verify every N syncs (the first and post-resume always)")
+    tolerance: float = Field(1e-3, gt=0, description="max |logprob difference| allowed by the check")
+    timeout_s: float = Field(120.0, gt=0, description="a sync that takes longer is an error, never a hang")
+
+
+class ResourcesConfig(FrozenConfig):
+    learner_num_cpus: float = Field(1, ge=0, description="Ray CPUs per learner rank")
+    learner_num_gpus: float = Field(0, ge=0, description="Ray GPUs per learner rank")
+    colocate: bool = Field(False, description="pack learners and generators into one placement group "
+                                              "(share nodes/GPUs); else spread as Ray likes")
+    ray_num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs to declare (default: enough "
+                                                              "for every actor)")
+    call_timeout_s: float = Field(1800.0, gt=0, description="max wait for any actor call (a dead or hung actor "
+                                                            "is an error, not a hang)")
+
+
+class TrainConfig(FrozenConfig):
+    total_steps: int = Field(10, ge=1, description="RL steps (each: rollout, score, update, sync)")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept")
+    eval_every: int = Field(0, ge=0, description="evaluate on data.eval every N steps (0: only at the end)")
+    resume: Literal["auto", "never", "must"] = Field("auto", description="auto: resume from the latest checkpoint "
+                                                                         "in output_dir when there is one")
+    progress: bool = Field(True, description="tqdm progress bar")
+
+
+class LoggingConfig(FrozenConfig):
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    run_name: str | None = None
+
+
+class RLVRConfig(FrozenConfig):
+    """The RLVR stage. Top-level `model`, `output_dir`, `seed`, `optim`, `engine`, `dist` are shared with the
+    pipeline and the sweep."""
+
+    model: str = Field(..., description="policy to start from: bundled name, local folder or hub name")
+    output_dir: str = Field(..., description="run folder: config.yaml, metrics.jsonl, checkpoints/, final/")
+    seed: int = 0
+    algorithm: Literal["ppo", "grpo", "rloo"] = Field("ppo", description="ppo: GAE + critic; grpo/rloo: no critic")
+    value_model: str | None = Field(None, description="critic initialisation (a reward model folder, as Tulu 3); "
+                                                      "default: the policy with a fresh value head")
+    tokenizer: str | None = Field(None, description="default: the model's")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-6, lr_scheduler="linear"))
+    value_optim: OptimConfig | None = Field(None, description="critic optimiser; default: optim")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    dist: DistConfig = Field(default_factory=DistConfig)
+    data: DataConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _check_batch_arithmetic(self) -> RLVRConfig:
+        batch = self.rollout_batch_size
+        per_rank, rem = divmod(batch, self.dist.world_size)
+        if rem:
+            raise ValueError(f"rollout batch {batch} (prompts_per_step x samples_per_prompt) does not split over "
+                             f"dist.world_size {self.dist.world_size} learner ranks")
+        if self.algorithm != "ppo" and self.rollout.samples_per_prompt < 2:
+            raise ValueError(f"algorithm {self.algorithm} needs rollout.samples_per_prompt >= 2 (group size)")
+        mini, rem = divmod(per_rank, self.ppo.num_mini_batches)
+        if rem or mini == 0:
+            raise ValueError(f"{per_rank} sequences per rank do not split into ppo.num_mini_batches "
+                             f"{self.ppo.num_mini_batches} equal mini-batches")
+        for name, opt in (("optim", self.optim), ("value_optim", self.value_optim)):
+            if opt is None:
+                continue
+            if mini % opt.per_device_batch_size:
+                raise ValueError(f"per-rank mini-batch {mini} is not a multiple of {name}.per_device_batch_size "
+                                 f"{opt.per_device_batch_size}")
+            derived = mini // opt.per_device_batch_size
+            if opt.gradient_accumulation_steps not in (1, derived):
+                raise ValueError(f"{name}.gradient_accumulation_steps is derived here ({derived} = per-rank "
+                                 f"mini-batch {mini} / micro-batch {opt.per_device_batch_size}); leave it at 1")
+        return self
+
+    @property
+    def rollout_batch_size(self) -> int:
+        return self.rollout.prompts_per_step * self.rollout.samples_per_prompt
+
+    @property
+    def use_critic(self) -> bool:
+        return self.algorithm == "ppo"
+
+    @property
+    def kl_in_reward(self) -> bool:
+        if self.ppo.kl_in_reward is not None:
+            return self.ppo.kl_in_reward
+        return self.algorithm == "ppo"
+
+    @property
+    def optimizer_steps_per_rl_step(self) -> int:
+        return self.ppo.epochs * self.ppo.num_mini_batches
+
+    def learner_optim(self, role: Literal["policy", "value"]) -> OptimConfig:
+        """The optimiser config with the derived accumulation steps filled in."""
+        opt = self.optim if role == "policy" or self.value_optim is None else self.value_optim
+        mini = self.rollout_batch_size // self.dist.world_size // self.ppo.num_mini_batches
+        return opt.model_copy(update={"gradient_accumulation_steps": mini // opt.per_device_batch_size})
+
+    @property
+    def max_model_len(self) -> int:
+        return self.generation.max_model_len or (self.data.max_prompt_tokens + self.rollout.max_new_tokens)

@@ -1,0 +1,129 @@
+"""`rlvr train --config FILE [a.b=value ...]`: the RLVR stage (PPO or GRPO/RLOO with verifiable rewards) on Ray.
+
+Ray: connects to $RAY_ADDRESS when set (what `ray job submit` gives the entrypoint), else starts a local Ray with
+`ray.init(num_cpus=..., include_dashboard=False)` and stops it at the end. Entry point for code:
+`rlvr.driver.train(cfg) -> TrainResult` (the pipeline and the sweep call it).
+
+As a Ray job: `ray job submit --address http://HEAD:8265 --working-dir . -- rlvr train --config configs/...`.
+The job's runtime environment must have this package and its dependencies importable on every node (install it
+into the cluster's Python, or pass `--runtime-env-json '{"pip": [...]}'`); `--working-dir .` ships the configs.
+Relative paths in the config (output_dir, data files) resolve against the job's working directory.
+
+Exit codes: 0 success; 1 the run stopped (actor died, weight sync failed, reward error budget exceeded — the
+message says which, the last checkpoint is intact); 2 bad config or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rlvr.config import RLVRConfig
+from rlvr.utils.config import ConfigError, load_config
+from rlvr.utils.logging import get_logger
+from rlvr.utils.run import TrainResult
+
+log = get_logger(__name__)
+
+
+def _ray_cpus_needed(cfg: RLVRConfig) -> int:
+    need = cfg.dist.world_size * cfg.resources.learner_num_cpus
+    need += cfg.generation.num_generators * cfg.generation.num_cpus
+    return max(int(need + 0.999), 1)
+
+
+def connect_ray(cfg: RLVRConfig) -> bool:
+    """Connect to (or start) Ray. Returns True when this call started a local Ray that we must shut down."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        log.info("connected to Ray at %s", os.environ["RAY_ADDRESS"])
+        return False
+    num_cpus = cfg.resources.ray_num_cpus or max(_ray_cpus_needed(cfg), os.cpu_count() or 1)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+    log.info("started a local Ray with %d CPUs", num_cpus)
+    return True
+
+
+def train(cfg: RLVRConfig) -> TrainResult:
+    """Run (or resume) the RLVR stage described by `cfg`."""
+    import ray
+
+    from rlvr.models import resolve_model
+    from rlvr.trainer import RLVRTrainer
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
+    cfg = cfg.replace(model=resolve_model(cfg.model))
+    started = connect_ray(cfg)
+    trainer = RLVRTrainer(cfg)
+    try:
+        trainer.start_actors()
+        return trainer.run()
+    finally:
+        trainer.stop_actors()
+        if started:
+            ray.shutdown()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def summary_table(result: TrainResult, history: list[dict]) -> str:
+    """A short end-of-run table: reward and timing at the start and end, and where things were written."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
+
+    rows = []
+    if history:
+        first, last = history[0], history[-1]
+        for key in ("reward/mean", "eval/reward/mean", "response/length_mean", "response/finished_fraction",
+                    "kl/sequence_mean", "policy/loss", "time/step_s"):
+            if key in last:
+                rows.append((key, fmt(first.get(key, "")), fmt(last[key])))
+    width = max([len(r[0]) for r in rows] + [20])
+    lines = [f"{'metric':<{width}}  {'first step':>12}  {'last step':>12}"]
+    lines += [f"{k:<{width}}  {a:>12}  {b:>12}" for k, a, b in rows]
+    lines += [f"steps: {result.steps}", f"final model: {result.model_dir}",
+              f"metrics: {result.output_dir / 'metrics.jsonl'}"]
+    return "\n".join(lines)
+
+
+# ---- CLI ----
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config (see configs/rlvr/)")
+    parser.add_argument("overrides", nargs="*", help="KEY.PATH=VALUE overrides, e.g. train.total_steps=4")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    from rlvr.actors.group import ActorFailure
+    from rlvr.data.prompts import PromptDataError
+    from rlvr.trainer import TrainingStopped
+    from rlvr.utils.metrics import read_metrics
+    from rlvr.weight_sync import WeightSyncError
+
+    try:
+        cfg = load_config(RLVRConfig, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg)
+    except (ConfigError, PromptDataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ActorFailure, TrainingStopped, WeightSyncError) as err:
+        print(f"error: the run stopped: {err}", file=sys.stderr)
+        return 1
+    history = read_metrics(Path(cfg.output_dir)) if (Path(cfg.output_dir) / "metrics.jsonl").is_file() else []
+    print(summary_table(result, history))
+    return 0

@@ -1,0 +1,321 @@
+"""The RLVR loop, in reading order (the Ray wiring is in rlvr.actors.group, the CLI/Ray start-up in rlvr.driver):
+
+    sample prompts (seeded, resumable cursor) -> generate (generator actors, per-request seeds)
+    -> score (rewards.scoring.score_batch in a killable pool; error budget) -> old/ref log-probs, values
+    -> advantages (GAE on the learners for PPO; group-normalised here for GRPO/RLOO) -> PPO update
+    -> weight sync (+ check) -> log -> checkpoint every N -> evaluate every N
+
+Exact resume: every random choice is a pure function of (seed, step, ...): prompt order (PromptSampler: seed,
+epoch), sampling seeds (seed, step, prompt index, sample index), mini-batch shuffles (seed, step, epoch, rank).
+A checkpoint holds the learners' DeepSpeed state (weights, optimiser, LR schedule), the sampler cursor, the RNG
+states and the step; after loading it the generators get the learner's weights before the first rollout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlvr.actors.group import ActorFailure, LearnerGroup, colocated_placement_group, get_all, start_generators
+from rlvr.algorithms import group_advantages, sequence_rewards
+from rlvr.config import RLVRConfig
+from rlvr.utils.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlvr.utils.config import config_to_dict, save_config
+from rlvr.utils.logging import get_logger
+from rlvr.utils.metrics import MetricsLogger
+from rlvr.utils.run import TrainResult
+from rlvr.weight_sync import PROBE_MESSAGES, WeightSync
+
+log = get_logger(__name__)
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot continue (reward error budget, a failed actor, a failed weight sync)."""
+
+
+def request_seed(seed: int, step: int, prompt_index: int, sample_index: int, kind: str = "train") -> int:
+    """A sampling seed for one request, independent of batching and of which generator serves it."""
+    digest = hashlib.sha256(f"{kind}/{seed}/{step}/{prompt_index}/{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    """Split into n contiguous chunks of near-equal size (order kept)."""
+    k, r = divmod(len(items), n)
+    out, i = [], 0
+    for j in range(n):
+        size = k + (1 if j < r else 0)
+        out.append(items[i:i + size])
+        i += size
+    return out
+
+
+class RLVRTrainer:
+    def __init__(self, cfg: RLVRConfig):
+        from transformers import AutoTokenizer
+
+        from rewards.bounded import BoundedPool
+        from rewards.scoring import resolve_verifiers, warm_up_worker
+        from rlvr.data.prompts import PromptSampler, load_prompts
+
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+        d = cfg.data
+        self.train_set = load_prompts(d.train, tokenizer=self.tokenizer, max_prompt_tokens=d.max_prompt_tokens,
+                                      max_dropped_fraction=d.max_dropped_fraction)
+        self.eval_rows = []
+        if d.eval:
+            eval_set = load_prompts(d.eval, tokenizer=self.tokenizer, max_prompt_tokens=d.max_prompt_tokens,
+                                    max_dropped_fraction=d.max_dropped_fraction)
+            self.eval_rows = list(eval_set)[: d.eval_size or None]
+        resolve_verifiers(n for r in [*self.train_set, *self.eval_rows] for n in r.verifier_names)  # fail at start
+        self.sampler = PromptSampler(self.train_set, cfg.rollout.prompts_per_step, seed=cfg.seed)
+        self.pool = BoundedPool(cfg.rewards.num_workers, cfg.rewards.timeout_s, initializer=warm_up_worker,
+                                memory_limit_mb=4096, max_tasks_per_worker=10_000)
+        self.ckpt = CheckpointManager(self.out / "checkpoints", keep_last=cfg.train.keep_last)
+        self._prompt_cache: dict[str, list[int]] = {}
+        self.learners: LearnerGroup | None = None
+        self.generators: list = []
+        self.step = 0
+
+    # ---- set-up ----
+    def prompt_ids(self, row) -> list[int]:
+        if row.id not in self._prompt_cache:
+            text = self.tokenizer.apply_chat_template(row.messages, tokenize=False, add_generation_prompt=True)
+            self._prompt_cache[row.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._prompt_cache[row.id]
+
+    def start_actors(self) -> None:
+        cfg, res, gen = self.cfg, self.cfg.resources, self.cfg.generation
+        timeout = res.call_timeout_s
+        pg = None
+        if res.colocate:
+            pg = colocated_placement_group(cfg.dist.world_size, {"CPU": res.learner_num_cpus, "GPU": res.learner_num_gpus},
+                                           gen.num_generators, {"CPU": gen.num_cpus, "GPU": gen.num_gpus})
+        self.learners = LearnerGroup(config_to_dict(cfg), world_size=cfg.dist.world_size,
+                                     num_cpus=res.learner_num_cpus, num_gpus=res.learner_num_gpus,
+                                     threads=cfg.engine.num_threads or 1, master_addr=cfg.dist.master_addr,
+                                     timeout_s=timeout, placement_group=pg)
+        self.generators, infos = start_generators(cfg.model, gen, count=gen.num_generators,
+                                                  max_model_len=cfg.max_model_len, seed=cfg.seed, timeout_s=timeout,
+                                                  placement_group=pg, bundle_offset=cfg.dist.world_size)
+        self.gen_names = [f"generator {i} (pid {info['pid']})" for i, info in enumerate(infos)]
+        actors = {"learners": self.learners.infos, "generators": infos}
+        (self.out / "actors.json").write_text(json.dumps(actors, indent=1))
+        transport = cfg.weight_sync.transport
+        if transport == "auto":
+            transport = "nccl" if self.learners.infos[0]["device"] == "cuda" else "object_store"
+        probe = self.tokenizer(self.tokenizer.apply_chat_template(PROBE_MESSAGES, tokenize=False,
+                                                                  add_generation_prompt=True),
+                               add_special_tokens=False)["input_ids"]
+        self.sync = WeightSync(self.learners, self.generators, transport=transport,
+                               timeout_s=cfg.weight_sync.timeout_s, tolerance=cfg.weight_sync.tolerance,
+                               probe_prompt=probe, master_addr=cfg.dist.master_addr,
+                               generator_names=self.gen_names)
+        log.info("actors: %d learner rank(s) %s, %d generator(s) %s; weight sync %s", cfg.dist.world_size,
+                 [i["pid"] for i in self.learners.infos], len(infos), [i["pid"] for i in infos], transport)
+
+    def stop_actors(self) -> None:
+        import ray
+
+        for a in (self.learners.actors if self.learners else []) + self.generators:
+            ray.kill(a, no_restart=True)
+        self.pool.close()
+
+    # ---- checkpoints ----
+    def resume(self) -> bool:
+        mode = self.cfg.train.resume
+        path = self.ckpt.latest() if mode != "never" else None
+        if path is None:
+            if mode == "must":
+                raise TrainingStopped(f"train.resume=must but no complete checkpoint in {self.ckpt.root}")
+            return False
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        step = self.learners.get(self.learners.call("load", str(path)), "loading checkpoint")[0]
+        if step != state["step"]:
+            raise TrainingStopped(f"{path}: learner state is step {step} but trainer_state.pt says {state['step']}")
+        self.sampler.load_state_dict(state["sampler"])
+        restore_rng_state(state["rng"])
+        self.step = state["step"]
+        log.info("resumed from %s (step %d)", path, self.step)
+        return True
+
+    def save(self) -> Path:
+        path = self.ckpt.begin(self.step)
+        self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
+        torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state()},
+                   path / "trainer_state.pt")
+        save_config(self.cfg, path / "config.yaml")
+        return self.ckpt.commit(self.step)
+
+    # ---- one RL step ----
+    def generate(self, rows, *, step: int, samples: int, temperature: float, kind: str) -> list[dict[str, Any]]:
+        reqs = []
+        for p, row in enumerate(rows):
+            ids = self.prompt_ids(row)
+            for k in range(samples):
+                reqs.append({"row": row, "prompt_ids": ids, "seed": request_seed(self.cfg.seed, step, p, k, kind)})
+        shards = _chunks(reqs, len(self.generators))
+        used = [i for i, shard in enumerate(shards) if shard]
+        refs = [self.generators[i].generate.remote(
+            [r["prompt_ids"] for r in shards[i]], [r["seed"] for r in shards[i]],
+            max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=temperature,
+            top_p=self.cfg.rollout.top_p if kind == "train" else 1.0) for i in used]
+        outs = get_all(refs, timeout_s=self.cfg.resources.call_timeout_s, what="generation",
+                       names=[self.gen_names[i] for i in used])
+        rollouts = [r for shard in outs for r in shard]
+        for req, ro in zip(reqs, rollouts):
+            req.update(response_ids=ro.response_ids, logprobs=ro.logprobs, finished=ro.finish_reason == "stop")
+        return reqs
+
+    def score(self, reqs: list[dict[str, Any]], *, enforce_budget: bool = True):
+        from rewards.scoring import check_error_budget, score_batch
+
+        texts = self.tokenizer.batch_decode([r["response_ids"] for r in reqs], skip_special_tokens=True)
+        rows = [r["row"] for r in reqs]
+        prompts = [next((m["content"] for m in reversed(row.messages) if m["role"] == "user"), None) for row in rows]
+        batch = score_batch(texts, [row.ground_truth for row in rows], [row.dataset for row in rows],
+                            prompts=prompts, pool=self.pool, timeout_s=self.cfg.rewards.timeout_s)
+        if enforce_budget:
+            try:
+                check_error_budget(batch, self.cfg.rewards.max_error_fraction)
+            except RuntimeError as err:
+                raise TrainingStopped(f"step {self.step + 1}: {err} (rewards.max_error_fraction)") from err
+        return batch
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, step = self.cfg, self.step + 1
+        G = cfg.rollout.samples_per_prompt
+        t0 = time.perf_counter()
+        rows = self.sampler.next_batch()
+        reqs = self.generate(rows, step=step, samples=G, temperature=cfg.rollout.temperature, kind="train")
+        t_gen = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        batch = self.score(reqs)
+        t_score = time.perf_counter() - t1
+        scores = batch.values
+        finished = [r["finished"] for r in reqs]
+
+        t2 = time.perf_counter()
+        W = cfg.dist.world_size
+        samples = [{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"], "logprobs": r["logprobs"]}
+                   for r in reqs]
+        sample_shards = _chunks(samples, W)
+        prepared = self.learners.get(self.learners.call_sharded("prepare", [(s,) for s in sample_shards]),
+                                     "learner prepare")
+        seq_kl = [k for p in prepared for k in p["seq_kl"]]
+        adv_shards = [None] * W
+        if not cfg.use_critic:
+            seq_r = sequence_rewards(torch.tensor(scores), torch.tensor(finished),
+                                     verified_reward=cfg.rewards.verified_reward,
+                                     no_eos_penalty=cfg.rewards.no_eos_penalty)
+            if cfg.kl_in_reward:
+                seq_r = seq_r - cfg.ppo.kl_coef * torch.tensor(seq_kl)
+            adv = group_advantages(seq_r, G, estimator=cfg.algorithm, std_normalize=cfg.ppo.grpo_std_normalize)
+            adv_shards = _chunks(adv.tolist(), W)
+        score_shards, fin_shards = _chunks(scores, W), _chunks(finished, W)
+        results = self.learners.get(self.learners.call_sharded(
+            "update", [(step, s, f, a) for s, f, a in zip(score_shards, fin_shards, adv_shards)]), "learner update")
+        t_learn = time.perf_counter() - t2
+
+        sync_metrics = self.sync.sync()
+        if cfg.weight_sync.verify and self.sync.version % cfg.weight_sync.verify_every == 0:
+            sync_metrics["weight_sync/max_logprob_diff"] = self.sync.verify()
+        self.step = step
+
+        metrics: dict[str, Any] = {k: sum(r[k] for r in results) / W for k in results[0]}
+        metrics.update(batch.metrics("reward"))
+        resp_tokens = sum(len(r["response_ids"]) for r in reqs)
+        all_tokens = resp_tokens + sum(len(r["prompt_ids"]) for r in reqs)
+        gaps = [g for p in prepared for g in p["logprob_gap"]]
+        metrics.update({
+            "reward/shaped_mean": (sum(cfg.rewards.verified_reward * s if f else cfg.rewards.no_eos_penalty
+                                       for s, f in zip(scores, finished)) / len(scores)),
+            "kl/sequence_mean": sum(seq_kl) / len(seq_kl),
+            "response/length_mean": resp_tokens / len(reqs),
+            "response/finished_fraction": sum(finished) / len(finished),
+            "gen/logprob_diff": sum(gaps) / len(gaps) if gaps else 0.0,
+            "time/generation_s": t_gen, "time/scoring_s": t_score, "time/learner_s": t_learn,
+            "time/step_s": time.perf_counter() - t0,
+            "tokens_per_s/generation": resp_tokens / max(t_gen, 1e-9),
+            "tokens_per_s/learner": all_tokens / max(t_learn, 1e-9),
+            "tokens_per_s/end_to_end": resp_tokens / max(time.perf_counter() - t0, 1e-9),
+            "prompt_ids": [r.id for r in rows],
+            **sync_metrics,
+        })
+        return metrics
+
+    # ---- evaluation ----
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_rows:
+            return {}
+        t0 = time.perf_counter()
+        reqs = self.generate(self.eval_rows, step=0, samples=1, temperature=self.cfg.rollout.eval_temperature,
+                             kind="eval")
+        batch = self.score(reqs, enforce_budget=False)
+        out = batch.metrics("eval/reward")
+        out["eval/finished_fraction"] = sum(r["finished"] for r in reqs) / len(reqs)
+        out["eval/length_mean"] = sum(len(r["response_ids"]) for r in reqs) / len(reqs)
+        out["time/eval_s"] = time.perf_counter() - t0
+        return out
+
+    # ---- the run ----
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        save_config(cfg, self.out / "config.yaml")
+        resumed = self.resume()
+        if resumed:
+            _truncate_metrics(self.out / "metrics.jsonl", self.step)
+        # before the first rollout (fresh or resumed) the generators get the learner's weights, checked
+        self.sync.sync()
+        if cfg.weight_sync.verify or resumed:
+            self.sync.verify()
+        history: list[dict[str, Any]] = []
+        bar = _progress(cfg.train.total_steps, self.step, cfg.train.progress)
+        with MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
+                           run_name=cfg.logging.run_name, config=config_to_dict(cfg), append=resumed) as logger:
+            while self.step < cfg.train.total_steps:
+                metrics = self.train_step()
+                last = self.step == cfg.train.total_steps
+                if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or last:
+                    metrics.update(self.evaluate())
+                logger.log(self.step, metrics)
+                history.append(metrics)
+                if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", s_per_step=f"{metrics['time/step_s']:.1f}")
+        if bar is not None:
+            bar.close()
+        final = self.out / "final"
+        self.learners.get(self.learners.call("save_hf", str(final)), "saving the final model")
+        summary = {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))}
+        return TrainResult(output_dir=self.out, model_dir=final, metrics=summary, steps=self.step)
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="rlvr", unit="step", dynamic_ncols=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from: they will be produced again (no step repeated)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+__all__ = ["RLVRTrainer", "TrainingStopped", "ActorFailure", "request_seed"]
