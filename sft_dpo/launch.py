@@ -8,7 +8,8 @@ Distributed runs (one way, three entrances):
   * Under a launcher (`torchrun --nproc_per_node N -m rlvr.cli sft ...`, the `deepspeed` launcher, or Ray actors
     that set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT): every process joins that group; the
     launcher's WORLD_SIZE wins over `dist.world_size` (a mismatch is logged). Multi-node = a launcher.
-A process group that already exists (e.g. a Ray learner actor) is used as is.
+A process group of more than one rank that already exists (e.g. Ray learner actors) is used as is; a one-rank
+group left by an earlier in-process run does not stop `dist.world_size > 1` from spawning.
 """
 
 from __future__ import annotations
@@ -64,13 +65,14 @@ def run_stage(cfg, objective_path: str) -> TrainResult:
     import torch.distributed as dist
 
     out = Path(cfg.output_dir)
-    if dist.is_available() and dist.is_initialized():
+    existing = dist.is_available() and dist.is_initialized()
+    if existing and dist.get_world_size() > 1:  # e.g. inside Ray learner actors or a launcher-started process
         rank, world = dist.get_rank(), dist.get_world_size()
         return _run_rank(cfg, objective_path, rank, world, int(os.environ.get("LOCAL_RANK", rank)),
                          os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 0)),
                          cfg.engine.num_threads)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
-    if env_world > 1:  # a launcher started us
+    if env_world > 1 and not existing:  # a launcher started us
         if env_world != cfg.dist.world_size:
             log.warning("launcher WORLD_SIZE=%d differs from dist.world_size=%d; using the launcher's",
                         env_world, cfg.dist.world_size)
