@@ -36,7 +36,7 @@ from typing import Any
 
 from rewards.base import Score
 from rewards.bounded import BoundedPool, Outcome, default_workers, in_worker
-from rewards.registry import get_verifier, known_verifiers
+from rewards.registry import UnknownVerifierError, get_verifier, known_verifiers
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_MB = 4096
@@ -112,12 +112,21 @@ def resolve_verifiers(names) -> dict[str, Any]:
     return out
 
 
-def warm_up_worker() -> None:
-    """Scoring-worker initializer: load built-in verifiers (and math-verify) so no task pays for imports."""
+def warm_up_worker(names: Sequence[str] | None = None) -> None:
+    """Scoring-worker initializer: load built-in verifiers, and math-verify (~1 s of imports) unless `names` is
+    given and none of them is the MATH verifier, so no task's time limit pays for imports."""
     known_verifiers()
     from rewards.math import _warm_up as warm_math
+    from rewards.math import verify_math
 
-    warm_math()
+    def is_math(name: str) -> bool:
+        try:
+            return get_verifier(name) is verify_math
+        except UnknownVerifierError:  # registered by decorator in a module this worker has not imported yet
+            return False
+
+    if names is None or any(is_math(n) for n in names):
+        warm_math()
 
 
 def scoring_pool() -> BoundedPool:

@@ -16,6 +16,7 @@ Per-verifier extensions: HOOKS maps a verifier name to a "module:object" whose o
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import sys
@@ -154,8 +155,9 @@ def cli_main(args) -> int:
         print(f"rlvr verify: {err}", file=sys.stderr)
         return 2
 
-    pool = BoundedPool(args.workers or default_workers(), args.timeout, initializer=warm_up_worker,
-                       memory_limit_mb=4096)
+    names = sorted({n.lower() for r in rows for n in ([r.dataset] if isinstance(r.dataset, str) else r.dataset)})
+    pool = BoundedPool(args.workers or default_workers(), args.timeout, memory_limit_mb=4096,
+                       initializer=functools.partial(warm_up_worker, tuple(names)))
     batches = []
     try:
         with tqdm(total=len(rows), desc=f"verify {args.verifier or args.dataset_field}", unit="row",
