@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -407,6 +408,6 @@ def examples_digest(examples: list) -> str:
     h = hashlib.sha256()
     for ex in examples:
         for v in vars(ex).values():
-            h.update(json.dumps(v).encode())
-            h.update(b"|")
+            h.update(len(v).to_bytes(8, "little"))
+            h.update(array("q", v).tobytes())
     return h.hexdigest()

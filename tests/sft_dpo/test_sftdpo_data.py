@@ -163,3 +163,16 @@ def test_missing_file_and_unknown_format(tmp_path, tok):
     path = _write_jsonl(tmp_path / "odd.jsonl", [{"text": "plain"}])
     with pytest.raises(DataError, match=r"odd\.jsonl:1: unknown SFT row format"):
         load_sft_examples(DataConfig(path=str(path)), tok)
+
+
+def test_parquet_rows_are_named_by_index(tmp_path, tok):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist([{"instruction": "a", "output": "b"}, {"instruction": "c", "output": ""}]),
+                   path)
+    with pytest.raises(DataError, match=r"rows\.parquet row 1: no assistant turn"):
+        load_sft_examples(DataConfig(path=str(path)), tok)
+    exs, _ = load_sft_examples(DataConfig(path=str(path), on_bad_row="skip", max_skipped_fraction=0.5), tok)
+    assert len(exs) == 1

@@ -150,7 +150,11 @@ def test_reward_model_separates_toy_pairs_and_loads_as_value_model(tiny_model_di
     steps = _losses(out)
     assert steps[10]["loss"] < steps[1]["loss"]
 
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     tok = AutoTokenizer.from_pretrained(res.model_dir)
     enc = tok(["<|im_start|>user\nhi<|im_end|>\n", "<|im_start|>user\nWhat is 1 + 1?<|im_end|>\n"],
