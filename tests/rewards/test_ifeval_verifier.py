@@ -1,0 +1,191 @@
+"""The registered IFEval verifiers: Google and Tulu 3 label formats, reward modes, errors, and `rlvr verify`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from rewards import get_verifier
+from rewards.ifeval import IFEvalConfig, accuracies, check_instructions, evaluate_file, score, tulu
+
+GOOGLE = {
+    "instruction_id_list": ["punctuation:no_comma", "keywords:existence", "startend:quotation"],
+    "kwargs": [{}, {"keywords": ["river"]}, {}],
+}
+
+
+def _tulu(func_name, **kwargs):
+    keys = ["N", "quantifier", "end_phrase", "keyword_list", "word", "forbidden_words", "letter", "i", "first_word",
+            "postscript_marker", "options", "section_splitter", "original_prompt"]
+    return json.dumps({"func_name": func_name, **{k: None for k in keys}, **kwargs})
+
+
+def test_registered_names():
+    for name in ("ifeval", "ifeval_strict", "ifeval_fraction", "ifeval_loose", "ifeval_hardened"):
+        assert callable(get_verifier(name))
+
+
+@pytest.mark.parametrize("label", [GOOGLE, json.dumps(GOOGLE), [GOOGLE], [json.dumps(GOOGLE)]])
+def test_google_format_dict_json_or_list(label):
+    verify = get_verifier("ifeval")
+    assert verify('"The river runs"', label).value == 1.0
+    assert verify('"The river, it runs"', label).value == 0.0
+
+
+def test_reward_modes():
+    response = 'Sure, here:\n"The river runs, fast"'  # comma in every variant; quotation only without line 1
+    assert get_verifier("ifeval")(response, GOOGLE).value == 0.0
+    assert get_verifier("ifeval_fraction")(response, GOOGLE).value == pytest.approx(1 / 3)  # keyword only
+    loose_fraction = score(response, GOOGLE, config=IFEvalConfig(mode="loose", reward="fraction"))
+    assert loose_fraction.value == pytest.approx(2 / 3)
+    assert "not followed: punctuation:no_comma" in loose_fraction.reason
+    assert get_verifier("ifeval_loose")('Sure:\n"The river runs"', GOOGLE).value == 1.0
+    assert get_verifier("ifeval")('Sure:\n"The river runs"', GOOGLE).value == 0.0
+
+
+def test_hardened_variant_fails_undetectable_language():
+    label = {"instruction_id_list": ["language:response_language"], "kwargs": [{"language": "ja"}]}
+    assert get_verifier("ifeval")("12345", label).value == 1.0  # the reference's behaviour
+    assert get_verifier("ifeval_hardened")("12345", label).value == 0.0
+
+
+def test_responses_are_capped_unless_configured_otherwise():
+    label = {"instruction_id_list": ["startend:end_checker"], "kwargs": [{"end_phrase": "The end."}]}
+    long_response = "word " * 5000 + "The end."  # 25k characters
+    assert get_verifier("ifeval")(long_response, label).value == 0.0
+    assert score(long_response, label, config=IFEvalConfig(max_chars=None)).value == 1.0
+
+
+@pytest.mark.parametrize(
+    "label,match",
+    [
+        ("{not json", "not JSON"),
+        ({"kwargs": [{}]}, "instruction_id_list"),
+        ({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}, "1 instruction ids but 2 kwargs"),
+        ({"instruction_id_list": ["nope:nope"], "kwargs": [{}]}, "unknown IFEval instruction"),
+        (_tulu("validate_nothing"), "unknown Tulu IFEval func_name"),
+        (_tulu("verify_keyword_frequency", N=2), "missing \\['word'\\]"),
+        ([], "empty list"),
+        (42, "must be a dict"),
+    ],
+)
+def test_malformed_ground_truth_raises(label, match):
+    with pytest.raises(ValueError, match=match):
+        get_verifier("ifeval")("some response", label)
+
+
+def test_tulu_rows_of_the_rlvr_sample(shared_data):
+    rows = [json.loads(line) for line in (shared_data / "rlvr_sample" / "rlvr_sample.jsonl").read_text().splitlines()]
+    labels = {json.loads(r["ground_truth"])["func_name"]: r["ground_truth"] for r in rows if r["dataset"] == "ifeval"}
+    assert set(labels) == {"validate_lowercase", "verify_paragraph_count", "validate_no_commas", "verify_keyword_frequency"}
+    verify = get_verifier("ifeval")
+    assert verify("ipv6 gives every device an address.", labels["validate_lowercase"]).value == 1.0
+    assert verify("IPv6 gives every device an address.", labels["validate_lowercase"]).value == 0.0
+    assert verify("\n* * *\n".join(f"paragraph {i}" for i in range(17)), labels["verify_paragraph_count"]).value == 1.0
+    assert verify("\n* * *\n".join(f"paragraph {i}" for i in range(16)), labels["verify_paragraph_count"]).value == 0.0
+    assert verify("the chow mein was great", labels["validate_no_commas"]).value == 1.0
+    assert verify("the chow mein, great", labels["validate_no_commas"]).value == 0.0
+    assert verify("Nonsensorial " * 17, labels["verify_keyword_frequency"]).value == 1.0
+    assert verify("nonsensorial " * 18, labels["verify_keyword_frequency"]).value == 0.0  # exactly N
+
+
+# (func_name, kwargs, passing response, failing response): open-instruct's if_functions semantics
+TULU_CASES = [
+    ("verify_keywords", {"keyword_list": ["Apple", "pie"]}, "apple PIE", "apple"),
+    ("verify_keyword_frequency", {"word": "cat", "N": 2}, "Cat, cat and a category", "cat cat cat"),
+    ("validate_forbidden_words", {"forbidden_words": ["bad"]}, "all good", "badly"),  # substring, unlike Google
+    ("verify_letter_frequency", {"letter": "a", "N": 2}, "bAnana", "banana"),  # case-sensitive, exact
+    ("validate_response_language", {"language": "fr"}, "Ceci est une réponse courte écrite en français pour le lecteur.", "12345"),
+    ("verify_paragraph_count", {"N": 2}, "A\n  * * *  \nB", "A\n* * *\n* * *\nB"),
+    ("validate_word_constraint", {"N": 10, "quantifier": "around"}, "w " * 11, "w " * 12),
+    ("validate_word_constraint", {"N": 3, "quantifier": "at most"}, "a b c", "a b c d"),
+    ("verify_sentence_constraint", {"N": 2, "quantifier": "at most"}, "One. Two.", "One. Two. Three."),
+    ("verify_sentence_constraint", {"N": 3, "quantifier": "around"}, "A. B.", "A."),
+    ("validate_paragraphs", {"N": 2, "first_word": "However", "i": 2}, "A\n\nHowever b", "A\n\nhowever b"),
+    ("verify_postscript", {"postscript_marker": "P.S."}, "Body P.S. hi", "Body P.S."),
+    ("validate_placeholders", {"N": 2}, "[x] and [y]", "[x\ny]"),
+    ("verify_bullet_points", {"N": 2}, "* a\n  - b\ntext", "* a"),
+    ("validate_title", {}, "<<t>> text", "<t> text"),
+    ("validate_choice", {"options": ["My answer is yes.", "My answer is no."]}, "My answer is no.", "Maybe."),
+    ("validate_highlighted_sections", {"N": 2}, "*a* and *b*", "*a* and b*"),
+    ("validate_sections", {"N": 2, "section_splitter": "Section"}, "SECTION 1 a section 2 b", "Section 1 only"),
+    ("validate_json_format", {}, '{"a": 1}', '```json\n{"a": 1}\n```'),  # no fence stripping, unlike Google
+    ("validate_repeat_prompt", {"original_prompt": "Say hi."}, "Say hi. Hi!", "say hi. Hi!"),
+    ("validate_two_responses", {}, "A ****** B", "A ****** A"),
+    ("validate_uppercase", {}, "HELLO 1", "Hello"),
+    ("validate_lowercase", {}, "hello 1", "Hello"),
+    ("validate_frequency_capital_words", {"N": 2, "quantifier": "at least"}, "USA and NASA", "USA only"),
+    ("validate_end", {"end_phrase": "Bye."}, "ok Bye.  \n", "Bye. ok"),  # the answer is stripped first
+    ("validate_quotation", {}, '  "x"  ', "x"),
+    ("validate_no_commas", {}, "no commas", "a, b"),
+]
+
+
+@pytest.mark.parametrize("func,kwargs,good,bad", TULU_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(TULU_CASES)])
+def test_tulu_functions(func, kwargs, good, bad):
+    label = _tulu(func, **kwargs)
+    assert tulu.check_constraint(good, label) is True
+    assert tulu.check_constraint(bad, label) is False
+    assert get_verifier("ifeval")(good, label).value == 1.0
+
+
+def test_every_tulu_function_is_covered():
+    assert {c[0] for c in TULU_CASES} == set(tulu.FUNCTIONS)
+
+
+def test_tulu_dispatch_takes_the_text_after_the_assistant_marker():
+    label = _tulu("validate_quotation")
+    assert tulu.check_constraint('<|user|>\nquote this\n<|assistant|>\n"quoted"', label) is True
+
+
+def test_mixed_list_of_formats_with_fraction():
+    label = [json.dumps(GOOGLE), _tulu("validate_lowercase")]
+    response = '"the river runs"'
+    assert get_verifier("ifeval")(response, label).value == 1.0
+    assert get_verifier("ifeval_fraction")('"The river runs"', label).value == pytest.approx(3 / 4)
+
+
+def test_accuracies_are_the_four_standard_numbers():
+    results = [
+        check_instructions("this answer, written in plain english for the reader, is all lowercase",
+                           ["punctuation:no_comma", "change_case:english_lowercase"], [{}, {}]),
+        check_instructions("no comma here at all", ["punctuation:no_comma"], [{}]),
+    ]
+    acc = accuracies(results)
+    assert acc["prompt_level_strict"] == 0.5
+    assert acc["inst_level_strict"] == pytest.approx(2 / 3)
+    assert set(acc) == {"prompt_level_strict", "prompt_level_loose", "inst_level_strict", "inst_level_loose"}
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_rlvr_verify_prints_the_four_accuracies(shared_data, tmp_path, capsys):
+    from rlvr.cli import main
+
+    prompts = shared_data / "ifeval" / "input_data.jsonl"
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    responses = []
+    for i, row in enumerate(rows):
+        text = "a short answer without commas" if i % 3 else 'Sure:\n"A short answer, with a comma."'
+        responses.append({"key": row["key"], "response": text} if i % 2 else {"prompt": row["prompt"], "response": text})
+    src = _write(tmp_path / "responses.jsonl", responses)
+
+    results, expected = evaluate_file(src, prompts)
+    assert len(results) == 541
+    assert main(["verify", "--verifier", "ifeval", "--input", str(src), "--prompts", str(prompts), "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    for key, value in expected.items():
+        assert re.search(rf"^{key}: {value:.4f}$", printed, flags=re.MULTILINE), (key, printed)
+    assert expected["prompt_level_loose"] >= expected["prompt_level_strict"]
+    assert f"mean {expected['prompt_level_strict']:.4f}" in printed  # the "ifeval" reward is prompt-level strict
+
+
+def test_evaluate_file_names_the_unjoinable_line(shared_data, tmp_path):
+    src = _write(tmp_path / "r.jsonl", [{"key": 1000, "response": "x"}, {"key": -5, "response": "y"}])
+    with pytest.raises(ValueError, match=r"r\.jsonl:2: key -5 not found"):
+        evaluate_file(src, shared_data / "ifeval" / "input_data.jsonl")
