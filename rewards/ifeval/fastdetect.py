@@ -181,6 +181,13 @@ def _trials(detector, ngrams: list[str], st: dict) -> list[float]:
     return langprob.tolist()
 
 
+def clear_caches() -> None:
+    """Drop cached words, profile rows and results (the character normalisation table is kept: it is static)."""
+    for name in ("words", "rows", "results"):
+        if name in _state:
+            _state[name].clear()
+
+
 def detect(text: str) -> str | None:
     """The language code `langdetect.detect(text)` returns (seed 0), or None where it raises (no features)."""
     st = _init()

