@@ -24,12 +24,14 @@ Thread safety: `map` may be called from several threads at once (OpenRLHF calls 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
+_POOLS: weakref.WeakSet = weakref.WeakSet()  # closed at interpreter exit, before multiprocessing reaps workers
 _IN_WORKER = False  # set in worker processes: code that would start its own pool runs inline instead
 
 
@@ -154,6 +157,7 @@ class BoundedPool:
         self._closed = False
         self._start_error: str | None = None
         self._stats = {"tasks": 0, "timeouts": 0, "errors": 0, "restarts": 0}
+        _POOLS.add(self)
 
     # -- worker life cycle ------------------------------------------------------------------------------------
     def _spawn(self) -> None:
@@ -358,6 +362,12 @@ class BoundedPool:
                 self.close()
             except Exception:  # noqa: BLE001 - interpreter shutdown: nothing useful to report
                 pass
+
+
+@atexit.register
+def _close_all_pools() -> None:
+    for pool in list(_POOLS):
+        pool.close()
 
 
 def default_workers() -> int:
