@@ -11,6 +11,7 @@ An unknown name raises `UnknownVerifierError` listing the known ones, so a bad c
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -22,6 +23,8 @@ BUILTIN_MODULES = ("rewards.gsm8k", "rewards.math", "rewards.ifeval")
 
 _registry: dict[str, Verifier] = {}
 _loaded = False
+_load_lock = threading.Lock()
+_loading_thread: int | None = None
 
 
 class UnknownVerifierError(KeyError):
@@ -41,19 +44,28 @@ def register(name: str, *aliases: str) -> Callable[[Verifier], Verifier]:
 
 
 def _load_builtins_and_plugins() -> None:
-    global _loaded
-    if _loaded:
+    """Import the built-ins and scan entry points once. Thread-safe: concurrent first lookups (e.g. OpenRLHF calling
+    the reward function from several threads) wait for the load instead of seeing a half-filled registry."""
+    global _loaded, _loading_thread
+    if _loaded or _loading_thread == threading.get_ident():  # done, or re-entered from a module being imported
         return
-    _loaded = True
-    for module in BUILTIN_MODULES:
+    with _load_lock:
+        if _loaded:
+            return
+        _loading_thread = threading.get_ident()
         try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real missing dependency inside the module: say so
-                raise
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name.lower() not in _registry:
-            _registry[ep.name.lower()] = _LazyEntryPoint(ep)
+            for module in BUILTIN_MODULES:
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as err:
+                    if err.name != module:  # a real missing dependency inside the module: say so
+                        raise
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name.lower() not in _registry:
+                    _registry[ep.name.lower()] = _LazyEntryPoint(ep)
+            _loaded = True
+        finally:
+            _loading_thread = None
 
 
 class _LazyEntryPoint:

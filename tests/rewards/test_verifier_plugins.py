@@ -101,3 +101,16 @@ def test_pip_installed_plugin_is_found(tmp_path):
     code = "from rewards import get_verifier; print(get_verifier('exact_length')('abc', '3').value)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1.0"
+
+
+def test_concurrent_first_lookups_wait_for_the_load(monkeypatch):
+    """Several threads asking at once (OpenRLHF's to_thread calls) must all find a built-in still being imported."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(registry, "_registry", {})
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "BUILTIN_MODULES", ("slow_builtin_xyz",))
+    monkeypatch.delitem(sys.modules, "slow_builtin_xyz", raising=False)
+    with ThreadPoolExecutor(8) as ex:
+        found = list(ex.map(lambda _: get_verifier("slow_builtin")("x", "y").value, range(8)))
+    assert found == [1.0] * 8
