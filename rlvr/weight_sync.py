@@ -56,10 +56,13 @@ def _group(host: str, port: int, rank: int, world_size: int, backend: str, timeo
 
 
 def _broadcast(pg, tensor, timeout_s: float) -> None:
-    import datetime as _dt
+    import torch.distributed as dist
 
-    work = pg.broadcast([tensor], 0)
-    if not work.wait(_dt.timedelta(seconds=timeout_s)):
+    opts = dist.BroadcastOptions()
+    opts.rootRank = 0
+    opts.timeout = datetime.timedelta(seconds=timeout_s)
+    work = pg.broadcast([tensor], opts)
+    if not work.wait(datetime.timedelta(seconds=timeout_s)):
         raise WeightSyncError(f"weight broadcast did not complete within {timeout_s:.0f}s")
 
 
