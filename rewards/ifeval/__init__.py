@@ -61,6 +61,7 @@ __all__ = [
     "make_verifier",
     "parse_ground_truth",
     "score",
+    "validate_ground_truth",
 ]
 
 
@@ -116,6 +117,23 @@ def parse_ground_truth(ground_truth: Any) -> list[GoogleInstructions | dict[str,
     if not ids:
         raise ValueError("IFEval ground truth has no instructions")
     return [GoogleInstructions(list(ids), list(kwargs))]
+
+
+def validate_ground_truth(ground_truth: Any, *, config: IFEvalConfig = IFEvalConfig()) -> int:
+    """Parse a ground truth and build all its checkers, as a data loader should before training: returns the
+    number of instructions, raises `ValueError` naming what is wrong."""
+    from rewards.ifeval.evaluation import get_checker
+
+    count = 0
+    for unit in parse_ground_truth(ground_truth):
+        if isinstance(unit, GoogleInstructions):
+            for iid, kwargs in zip(unit.instruction_ids, unit.kwargs):
+                get_checker(iid, kwargs, lang_failure_passes=config.lang_failure_passes)
+                count += 1
+        else:
+            tulu.validate_constraint(unit)
+            count += 1
+    return count
 
 
 def score(response: str, ground_truth: Any, *, prompt: str | None = None, config: IFEvalConfig = IFEvalConfig()) -> Score:

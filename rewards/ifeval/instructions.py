@@ -58,7 +58,7 @@ def build_checker(instruction_id: str, kwargs: dict[str, Any] | None = None, *, 
         args["lang_failure_passes"] = lang_failure_passes
     try:
         return builder(**args)
-    except TypeError as err:  # unexpected or missing keyword
+    except (TypeError, AttributeError, re.error) as err:  # unexpected/missing keyword, wrong type, bad pattern
         raise ValueError(f"bad kwargs for IFEval instruction {instruction_id!r}: {kwargs!r} ({err})") from None
 
 

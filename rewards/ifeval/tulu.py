@@ -192,18 +192,26 @@ def parse_constraint(ground_truth: dict[str, Any] | str) -> dict[str, Any]:
     return constraint
 
 
-def check_constraint(response: str, ground_truth: dict[str, Any] | str) -> bool:
-    """Whether `response` follows one Tulu constraint, as open-instruct scores it."""
+def validate_constraint(ground_truth: dict[str, Any] | str) -> tuple[str, dict[str, Any], bool]:
+    """(func_name, its non-null arguments, whether the ground truth has any key besides func_name); raises
+    `ValueError` for an unknown function or unexpected/missing arguments."""
     constraint = parse_constraint(ground_truth)
     name = constraint.pop("func_name")
-    fn = FUNCTIONS[name]
     args = {k: v for k, v in constraint.items() if v is not None}
-    if not constraint:  # no other key at all: the reference passes the raw output
-        return bool(fn(response))
+    if not constraint:
+        return name, args, False
     params = _PARAMS[name]
     unexpected = sorted(set(args) - set(params))
     missing = [p for p in params if p not in args]
     if unexpected or missing:
         raise ValueError(f"Tulu IFEval {name}: unexpected argument(s) {unexpected}, missing {missing} in {args!r:.200}")
+    return name, args, True
+
+
+def check_constraint(response: str, ground_truth: dict[str, Any] | str) -> bool:
+    """Whether `response` follows one Tulu constraint, as open-instruct scores it."""
+    name, args, has_args = validate_constraint(ground_truth)
+    if not has_args:  # no key besides func_name: the reference passes the raw output
+        return bool(FUNCTIONS[name](response))
     answer = response.split("<|assistant|>\n")[-1].strip()
-    return bool(fn(answer, **args))
+    return bool(FUNCTIONS[name](answer, **args))

@@ -189,3 +189,22 @@ def test_evaluate_file_names_the_unjoinable_line(shared_data, tmp_path):
     src = _write(tmp_path / "r.jsonl", [{"key": 1000, "response": "x"}, {"key": -5, "response": "y"}])
     with pytest.raises(ValueError, match=r"r\.jsonl:2: key -5 not found"):
         evaluate_file(src, shared_data / "ifeval" / "input_data.jsonl")
+
+
+def test_validate_ground_truth_for_data_loading():
+    from rewards.ifeval import validate_ground_truth
+
+    assert validate_ground_truth([json.dumps(GOOGLE), _tulu("validate_lowercase")]) == 4
+    with pytest.raises(ValueError, match="keywords:existence"):
+        validate_ground_truth({"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": ["("]}]})
+    with pytest.raises(ValueError, match="missing"):
+        validate_ground_truth(_tulu("validate_end"))
+
+
+def test_importing_the_package_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, rewards.ifeval; print(sorted(m for m in ('nltk', 'langdetect', 'numpy', 'torch', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
