@@ -62,6 +62,7 @@ __all__ = [
     "parse_ground_truth",
     "score",
     "validate_ground_truth",
+    "warm_up",
 ]
 
 
@@ -117,6 +118,15 @@ def parse_ground_truth(ground_truth: Any) -> list[GoogleInstructions | dict[str,
     if not ids:
         raise ValueError("IFEval ground truth has no instructions")
     return [GoogleInstructions(list(ids), list(kwargs))]
+
+
+def warm_up() -> None:
+    """Load NLTK's punkt model, the Treebank tokenizer and langdetect's profiles (~1-2 s on first use), e.g. in a
+    scoring worker's initializer, so that no time-limited verifier call pays for it."""
+    from rewards.ifeval import text
+
+    text.word_tokenize("Warm up. This loads punkt and the word tokenizer.")
+    text.detect_language("Warm up: this loads the language profiles.")
 
 
 def validate_ground_truth(ground_truth: Any, *, config: IFEvalConfig = IFEvalConfig()) -> int:
