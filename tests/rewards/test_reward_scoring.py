@@ -125,3 +125,17 @@ def test_called_from_many_threads(scoring_pool):
 
     with ThreadPoolExecutor(8) as ex:
         assert list(ex.map(job, range(32))) == [1.0] * 32
+
+
+def test_tulu_rlvr_sample_rows(shared_data, scoring_pool):
+    """The Tulu 3 RLVR schema's gsm8k and MATH rows (dataset "gsm8k" / "MATH") score through their verifiers."""
+    import json
+
+    rows = [json.loads(line) for line in (shared_data / "rlvr_sample" / "rlvr_sample.jsonl").open()]
+    rows = [r for r in rows if r["dataset"] in ("gsm8k", "MATH")]
+    right = [f"So the answer is \\boxed{{{r['ground_truth']}}}." for r in rows]
+    wrong = [f"So the answer is \\boxed{{1{r['ground_truth']}}}." for r in rows]
+    batch = score_batch(right + wrong, [r["ground_truth"] for r in rows] * 2, [r["dataset"] for r in rows] * 2,
+                        pool=scoring_pool)
+    assert batch.values == [1.0] * len(rows) + [0.0] * len(rows)
+    assert set(batch.metrics()) >= {"reward/math/mean", "reward/gsm8k/mean", "reward/errors", "reward/timeouts"}
