@@ -72,9 +72,10 @@ def _relation(relation: str, where: str) -> str:
     return relation
 
 
-def _int(value: Any, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+def _int(value: Any, name: str, where: str) -> int | float:
+    """A count threshold: any real number compares as in the reference; strings, bools and null do not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {name} must be a number, got {value!r}")
     return value
 
 
@@ -207,8 +208,9 @@ _FIRST_WORD_PUNCT = frozenset(".,?!'\"")
 def _nth_paragraph_first_word(*, num_paragraphs: int, nth_paragraph: int, first_word: str) -> Check:
     where = "length_constraints:nth_paragraph_first_word"
     expected, nth = _int(num_paragraphs, "num_paragraphs", where), _int(nth_paragraph, "nth_paragraph", where)
-    if not 1 <= nth <= expected:
-        raise ValueError(f"{where}: nth_paragraph must be in 1..num_paragraphs, got {nth} of {expected}")
+    if not 1 <= nth <= expected or nth != int(nth):
+        raise ValueError(f"{where}: nth_paragraph must be a whole number in 1..num_paragraphs, got {nth} of {expected}")
+    nth = int(nth)
     target = first_word.lower()
 
     def check(text: str) -> bool:
