@@ -208,3 +208,14 @@ def test_importing_the_package_stays_light():
     code = "import sys, rewards.ifeval; print(sorted(m for m in ('nltk', 'langdetect', 'numpy', 'torch', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_procedural_ifeval_rows_validate():
+    """The procedural generator's Google-format JSON ground truths build their checkers (a data error would
+    raise here, not as zero rewards during training)."""
+    procedural = pytest.importorskip("rlvr.data.procedural")
+    from rewards.ifeval import validate_ground_truth
+
+    rows = procedural.generate("ifeval", 300, 0)
+    assert sum(validate_ground_truth(r["ground_truth"]) for r in rows) >= 300
+    assert 0.0 <= get_verifier("ifeval_fraction")("A short answer.", rows[0]["ground_truth"]).value <= 1.0
