@@ -107,7 +107,7 @@ def check_instructions(
     if not response.strip():
         return InstructionResults(ids, [False] * len(ids), [False] * len(ids))
     strict = [bool(check(response)) for check in checkers]
-    if not loose:
+    if not loose or all(strict):
         return InstructionResults(ids, strict, list(strict))
     variants = loose_variants(response)[1:]  # [0] is the response: already checked
     loose_verdicts = [ok or any(check(v) for v in variants) for ok, check in zip(strict, checkers)]
