@@ -4,8 +4,11 @@ Public API
 - `check_instructions(response, instruction_id_list, kwargs_list, *, prompt=None) -> InstructionResults`
   (`.strict`, `.loose` per instruction; `.prompt_strict`, `.prompt_loose`), Google's semantics.
 - `accuracies(results) -> {prompt_level_strict, prompt_level_loose, inst_level_strict, inst_level_loose}`.
-- `evaluate_file(responses_jsonl, prompts_jsonl)`: what `rlvr verify --verifier ifeval` prints.
+- `evaluate_file(responses_jsonl, prompts_jsonl)`: the same numbers `rlvr verify --verifier ifeval --prompts ...`
+  prints (its hook lives in `rewards.ifeval.cli`).
 - `score(response, ground_truth, *, prompt=None, config=IFEvalConfig())` and the registered verifiers below.
+- `validate_ground_truth(ground_truth)`: build every checker up front (data loading); `warm_up()`: load NLTK and
+  langdetect data in a worker initializer.
 
 Ground truth accepted by the verifiers (dict, or the same as a JSON string):
 - Google format: `{"instruction_id_list": [...], "kwargs": [{...}, ...]}` (`instruction_id` is accepted for
@@ -24,7 +27,8 @@ Deliberate choices for RL (see `rewards.ifeval.instructions` for the full list):
 - `lang_failure_passes` (default True, the reference): Google's evaluator counts text in which langdetect finds no
   letters (e.g. "1 2 3") as following the language / English-case instructions. A policy can exploit that, so
   "ifeval_hardened" turns it off; evaluation numbers use the default to stay comparable.
-- Loose scoring applies to Google-format instructions; Tulu constraints have one semantics (open-instruct's).
+- The RL default is strict: loose scoring forgives a violating first or last line and `*` markers, which a
+  policy learns to use. Loose applies to Google-format instructions only; Tulu constraints have one semantics.
 - Responses are truncated to `max_chars` (default `rewards.base.MAX_RESPONSE_CHARS`) before checking, so every
   check is bounded in time; checkers whose reference regexes are quadratic use equivalent linear scans.
 - Malformed ground truth (unknown instruction id or func_name, missing or unknown kwargs) raises `ValueError`,
