@@ -33,8 +33,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from rlvr.data.procedural import generate
+    from rlvr.data.procedural import ProceduralSpecError, generate
 
+    if args.n < 0:
+        raise ProceduralSpecError(f"--n must be >= 0, got {args.n}")
     rows = generate(args.task, args.n, args.seed)
     text = "".join(json.dumps(r) + "\n" for r in rows)
     if args.out == "-":
@@ -74,6 +76,14 @@ def _contamination(args: argparse.Namespace) -> int:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    if args.data_command == "synth":
-        return _synth(args)
-    return _contamination(args)
+    from rlvr.data.contamination import ContaminationInputError
+    from rlvr.data.procedural import ProceduralSpecError
+    from rlvr.eval.data import EvalDataError
+
+    try:
+        if args.data_command == "synth":
+            return _synth(args)
+        return _contamination(args)
+    except (ProceduralSpecError, ContaminationInputError, EvalDataError) as err:  # bad input: say which, no traceback
+        print(f"rlvr data {args.data_command}: error: {err}", file=sys.stderr)
+        return 2

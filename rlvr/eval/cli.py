@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 
-from rlvr.eval.data import TASK_NAMES
+from rlvr.eval.data import TASK_NAMES, EvalDataError
+from rlvr.models import UnknownModelError
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +35,14 @@ def cli_main(args: argparse.Namespace) -> int:
     records: dict[str, list[dict]] = {}
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    results = evaluate(args.model, args.tasks, limit=args.limit, data_dir=args.data_dir, source=args.source,
-                       backend=args.backend, num_fewshot=args.num_fewshot, max_new_tokens=args.max_new_tokens,
-                       batch_size=args.batch_size, max_model_len=args.max_model_len,
-                       records_out=records, timings_out=timings)
+    try:
+        results = evaluate(args.model, args.tasks, limit=args.limit, data_dir=args.data_dir, source=args.source,
+                           backend=args.backend, num_fewshot=args.num_fewshot,
+                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           max_model_len=args.max_model_len, records_out=records, timings_out=timings)
+    except (EvalDataError, UnknownModelError) as err:  # bad task name, missing data file, unknown bundled model
+        print(f"rlvr eval: error: {err}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - start
     print(format_results(results))
     print(f"total {wall:.0f} s")

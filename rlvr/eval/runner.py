@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlvr.eval.data import TASK_NAMES, load_task_docs
+from rlvr.eval.data import TASK_NAMES, EvalDataError, load_task_docs
 from rlvr.eval.tasks import GENERATIVE, MULTIPLE_CHOICE
 from rlvr.utils.logging import get_logger
 
@@ -29,7 +29,7 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
         names[i:i + 1] = ["arc_easy", "arc_challenge"]
     unknown = [t for t in names if t not in TASK_NAMES]
     if unknown or not names:
-        raise ValueError(f"unknown eval task(s) {unknown or tasks!r}; known: {', '.join(TASK_NAMES)} (or arc)")
+        raise EvalDataError(f"unknown eval task(s) {unknown or tasks!r}; known: {', '.join(TASK_NAMES)} (or arc)")
     return list(dict.fromkeys(names))
 
 

@@ -64,3 +64,15 @@ def test_procedural_prompts_do_not_copy_benchmark_text(shared_data):
     reports = {r.dataset: r for r in contamination_report(prompts, evals, n=8)}
     assert reports["ifeval"].n_contaminated == 0  # our constraint wording is our own, not IFEval's
     assert reports["gsm8k"].fraction < 0.01
+
+
+def test_cli_bad_inputs_exit_2_naming_the_input(tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert main(["data", "contamination", "--train", str(missing), "--eval", "gsm8k"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"no_prompt_here": 1}\n')
+    assert main(["data", "contamination", "--train", str(bad), "--eval", "gsm8k"]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
+    assert main(["data", "contamination", "--train", "procedural:gsm8k?n=zz", "--eval", "gsm8k"]) == 2
+    assert "n='zz'" in capsys.readouterr().err

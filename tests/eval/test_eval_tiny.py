@@ -18,10 +18,14 @@ def _check(metrics: dict, keys: set[str], n: int):
         assert 0.0 <= metrics[k] <= 1.0, (k, metrics)
 
 
-def test_parse_tasks():
+def test_parse_tasks_and_cli_errors(tmp_path, capsys):
     assert parse_tasks("gsm8k, arc") == ["gsm8k", "arc_easy", "arc_challenge"]
     with pytest.raises(ValueError, match="mmlu"):
         parse_tasks("gsm8k,mmlu")
+    assert main(["eval", "--model", str(tmp_path), "--tasks", "mmlu"]) == 2
+    assert "mmlu" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path), "--tasks", "ifeval", "--data-dir", str(tmp_path)]) == 2
+    assert str(tmp_path / "ifeval" / "input_data.jsonl") in capsys.readouterr().err
 
 
 def test_multiple_choice_tasks_on_tiny_model(tiny_model_dir, shared_data):
