@@ -116,7 +116,9 @@ def _apply(rng: random.Random, text: str, iid: str, kw: dict, follow: bool, word
     if kind == "frequency" and iid.startswith("keywords"):
         key, n = kw["keyword"], kw["frequency"]
         many = (kw["relation"] == "at least") == follow
-        return text + (" " + " ".join([key] * (n + rng.randint(0, 1))) + "." if many else "") if many else _remove(text, [key])
+        if many:
+            return text + " " + " ".join([key] * (n + rng.randint(0, 1))) + "."
+        return _remove(text, [key])
     if kind == "forbidden_words":
         return _remove(text, kw["forbidden_words"]) if follow else text + " " + rng.choice(kw["forbidden_words"]) + "."
     if kind == "letter_frequency":
