@@ -94,9 +94,12 @@ def test_broken_entry_point_fails_only_when_used(clean_registry, monkeypatch, tm
 @pytest.mark.slow
 def test_pip_installed_plugin_is_found(tmp_path):
     """The real route: pip installs the package; a fresh interpreter finds its verifier by entry point."""
-    target = tmp_path / "site"
+    import shutil
+
+    src, target = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(PLUGIN_SRC, src)  # pip builds in the source folder: keep the repository clean
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PLUGIN_SRC)], check=True, cwd=tmp_path)
+                    "--target", str(target), str(src)], check=True, cwd=tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(Path(__file__).resolve().parents[2])]))
     code = "from rewards import get_verifier; print(get_verifier('exact_length')('abc', '3').value)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
