@@ -127,6 +127,10 @@ def warm_up_worker(names: Sequence[str] | None = None) -> None:
 
     if names is None or any(is_math(n) for n in names):
         warm_math()
+    if names is None or any(n.lower().startswith("ifeval") for n in names):
+        from rewards.ifeval import warm_up as warm_ifeval
+
+        warm_ifeval()  # NLTK punkt parameters and langdetect profiles: ~1-2 s, not charged to a task's limit
 
 
 def scoring_pool() -> BoundedPool:
