@@ -337,8 +337,14 @@ def _verifier_checker(known: Collection[str] | Callable[[str], Any] | None) -> C
             return True
 
         return check
-    if callable(known):
-        return lambda name: bool(known(name))
+    if callable(known):  # a predicate, or a lookup such as rewards.registry.get_verifier that raises when unknown
+        def check_callable(name: str) -> bool:
+            try:
+                return bool(known(name))
+            except (KeyError, ValueError):
+                return False
+
+        return check_callable
     lowered = {k.lower() for k in known}
     return lambda name: name.lower() in lowered
 

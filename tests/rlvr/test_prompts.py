@@ -179,6 +179,11 @@ def test_default_verifier_check_uses_the_rewards_registry(tmp_path):
     bad = _write_jsonl(tmp_path / "b.jsonl", [_good(1, dataset="test-prompts-missing")])
     with pytest.raises(PromptDataError, match="test-prompts-missing"):
         load_prompts([bad])
+    from rewards.registry import get_verifier  # a lookup that raises for unknown names works as the check too
+
+    assert len(load_prompts([good], known_verifiers=get_verifier)) == 1
+    with pytest.raises(PromptDataError, match="test-prompts-missing"):
+        load_prompts([bad], known_verifiers=get_verifier)
 
 
 def test_too_long_prompts_dropped_with_tokenizer(tmp_path, tiny_model_dir):
