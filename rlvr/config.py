@@ -99,6 +99,7 @@ class TrainConfig(FrozenConfig):
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
     eval_every: int = Field(0, ge=0, description="evaluate on data.eval every N steps (0: only at the end)")
+    eval_at_start: bool = Field(False, description="also evaluate the starting policy (logged as step 0)")
     resume: Literal["auto", "never", "must"] = Field("auto", description="auto: resume from the latest checkpoint "
                                                                          "in output_dir when there is one")
     progress: bool = Field(True, description="tqdm progress bar")

@@ -83,6 +83,11 @@ def summary_table(result: TrainResult, history: list[dict]) -> str:
         return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
     rows = []
+    start = next((h for h in history if h["step"] == 0), {})
+    history = [h for h in history if h["step"] > 0]
+    if "eval/reward/mean" in start and history and "eval/reward/mean" in history[-1]:
+        rows.append(("eval/reward/mean (before -> after)", fmt(start["eval/reward/mean"]),
+                     fmt(history[-1]["eval/reward/mean"])))
     if history:
         first, last = history[0], history[-1]
         for key in ("reward/mean", "eval/reward/mean", "response/length_mean", "response/finished_fraction",
@@ -90,7 +95,7 @@ def summary_table(result: TrainResult, history: list[dict]) -> str:
             if key in last:
                 rows.append((key, fmt(first.get(key, "")), fmt(last[key])))
     width = max([len(r[0]) for r in rows] + [20])
-    lines = [f"{'metric':<{width}}  {'first step':>12}  {'last step':>12}"]
+    lines = [f"{'metric':<{width}}  {'start':>12}  {'end':>12}"]
     lines += [f"{k:<{width}}  {a:>12}  {b:>12}" for k, a, b in rows]
     lines += [f"steps: {result.steps}", f"final model: {result.model_dir}",
               f"metrics: {result.output_dir / 'metrics.jsonl'}"]

@@ -282,6 +282,8 @@ class RLVRTrainer:
         bar = _progress(cfg.train.total_steps, self.step, cfg.train.progress)
         with MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
                            run_name=cfg.logging.run_name, config=config_to_dict(cfg), append=resumed) as logger:
+            if cfg.train.eval_at_start and self.step == 0 and self.eval_rows:
+                logger.log(0, self.evaluate())
             while self.step < cfg.train.total_steps:
                 metrics = self.train_step()
                 last = self.step == cfg.train.total_steps

@@ -165,9 +165,19 @@ class Learner:
         return {"pid": os.getpid(), "rank": self.rank, "device": self.device.kind}
 
     # ---- forward passes ----
+    @staticmethod
+    def _response_logits(engine, batch) -> torch.Tensor:
+        """Logits at the positions that predict response tokens [B, T, V]. Only the sequence tail from the
+        earliest response position is projected onto the vocabulary (`logits_to_keep`): with a 49k vocabulary
+        the full [B, L, V] logits would dominate memory."""
+        L = batch["input_ids"].shape[1]
+        first = int(batch["index"][:, 0].min())
+        keep = L - first
+        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        return _gather_positions(out.logits, batch["index"] - first)
+
     def _logprobs(self, engine, batch, *, with_entropy: bool = False):
-        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = _gather_positions(out.logits, batch["index"]).float() / self.cfg.rollout.temperature
+        logits = self._response_logits(engine, batch).float() / self.cfg.rollout.temperature
         lp = logprobs_from_logits(logits, batch["response_ids"])
         ent = entropy_from_logits(logits.detach()) if with_entropy else None
         return lp, ent
@@ -185,8 +195,7 @@ class Learner:
         """Raw (temperature 1) log-probs of `response_ids` after `prompt_ids` under the current policy: the
         reference side of the weight-sync check."""
         batch = self._to_device(build_batch([{"prompt_ids": prompt_ids, "response_ids": response_ids}], self.pad_id))
-        out = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = _gather_positions(out.logits, batch["index"]).float()
+        logits = self._response_logits(self.policy, batch).float()
         return logprobs_from_logits(logits, batch["response_ids"])[0, : len(response_ids)].tolist()
 
     def _to_device(self, batch):
