@@ -10,8 +10,9 @@ Row formats (detected per row):
               {"prompt": str | [messages], "chosen": str | [messages], "rejected": ...}
               {"conversations": [...], "chosen": {"from": "gpt", "value"}, "rejected": {...}}  ShareGPT style
 
-Sources: a local .jsonl / .json (one array, or one object per line) / .parquet file, or a hub dataset name
-(`datasets.load_dataset(name, split=...)`). Relative paths resolve against the current working directory.
+Sources: a local .jsonl / .json (one array, or one object per line) / .parquet file, a hub dataset name
+(`datasets.load_dataset(name, split=...)`), or a `procedural:TASK?n=N&seed=S` spec (rlvr.data.procedural; rows are
+generated, the spec string is their identity in cache keys). Relative paths resolve against the current working directory.
 
 Loss masks: the chat template is rendered incrementally. For assistant message i, the tokens of
 render(messages[:i], add_generation_prompt=True) are the context and the tokens that render(messages[:i+1]) adds
@@ -62,7 +63,9 @@ class DataConfig(FrozenConfig):
     """Where the training rows come from and how they become token sequences."""
 
     path: str | list[str] = Field(..., description="local .jsonl/.json/.parquet file(s) (relative to the current "
-                                                   "working directory) or a hub dataset name")
+                                                   "working directory), a hub dataset name, or generated rows: "
+                                                   "procedural:gsm8k_sft?n=N&seed=S (SFT), "
+                                                   "procedural:gsm8k_pref?n=N&seed=S (preferences)")
     split: str = Field("train", description="split for hub datasets")
     max_length: int = Field(1024, ge=8, description="tokens per sequence; longer ones keep their first max_length")
     max_samples: int | None = Field(None, ge=1, description="use only the first N valid rows (smoke runs)")
@@ -160,7 +163,18 @@ def _text_rows(path: Path) -> Iterator[tuple[Any, Origin]]:
 
 
 def iter_rows(spec: str, split: str = "train") -> Iterator[tuple[Any, Origin]]:
-    """Raw rows with their origin, from a local file or a hub dataset name."""
+    """Raw rows with their origin, from a local file, a hub dataset name or a `procedural:TASK?n=N&seed=S` spec."""
+    # generated offline data (e.g. gsm8k_sft, gsm8k_pref): no file, no download
+    from rlvr.data import procedural
+
+    if procedural.is_procedural_spec(spec):
+        try:
+            rows = procedural.load_procedural(spec)
+        except procedural.ProceduralSpecError as err:
+            raise DataError(str(err)) from None
+        for i, row in enumerate(rows):
+            yield row, Origin(spec, row=i)
+        return
     path = Path(spec)
     if path.is_file():
         if path.suffix == ".parquet":

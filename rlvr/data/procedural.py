@@ -11,6 +11,11 @@ Tasks:
   in Google's IFEval format, `{"instruction_id_list": [...], "kwargs": [...]}`, with the instruction ids and kwargs
   names of google-research `instruction_following_eval` (the "ifeval" verifier checks it).
 - "mixed": each row is gsm8k or ifeval with equal probability.
+- "gsm8k_sft": SFT rows (`messages` = user problem + assistant worked solution ending "The answer is N."), built
+  from the gsm8k templates' operands; `ground_truth` is N. The default offline SFT data (sft_dpo reads `messages`).
+- "gsm8k_pref": preference rows in the Tulu 3 style, `chosen`/`rejected` = two full conversations (user problem +
+  assistant reply): chosen is the correct worked solution, rejected the same solution with one arithmetic slip
+  carried through to a wrong final answer. `ground_truth` is the correct answer. The default offline DPO/RM data.
 
 Reproducible: row i of (task, seed) comes from its own `random.Random(f"{task}/{seed}/{i}")` (string seeds are
 hashed deterministically by Python, independent of PYTHONHASHSEED), so the same seed gives identical rows and
@@ -27,7 +32,7 @@ import random
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-TASKS = ("gsm8k", "ifeval", "mixed")
+TASKS = ("gsm8k", "ifeval", "mixed", "gsm8k_sft", "gsm8k_pref")
 SPEC_PREFIX = "procedural:"
 DEFAULT_N = 1000
 ANSWER_INSTRUCTION = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
@@ -133,6 +138,111 @@ def gsm8k_row(rng: random.Random, row_id: str) -> dict:
         "dataset": "gsm8k",
         "meta": {"template": template, "difficulty": difficulty, "operands": operands},
     }
+
+
+# Worked solutions. A solution is a list of steps (text format, operator, left, right) whose operands are numbers
+# or names of earlier results; `slip` = (step index, delta) adds delta to that step's result and carries the wrong
+# value through the later steps, as a student's arithmetic slip would.
+
+SOLUTION_STEPS: dict[str, Callable[[dict], list[tuple[str, str, str, object, object]]]] = {
+    "shopping": lambda o: [
+        ("s1", "The first items cost {a} x ${b} = ${r}.", "*", o["a"], o["p"]),
+        ("s2", "The second items cost {a} x ${b} = ${r}.", "*", o["b"], o["q"]),
+        ("s3", "Together they cost ${a} + ${b} = ${r}.", "+", "s1", "s2"),
+        ("s4", "The change is ${a} - ${b} = ${r}.", "-", o["bill"], "s3")],
+    "rates": lambda o: [
+        ("s1", "In one day it produces {a} x {b} = {r}.", "*", o["r"], o["h"]),
+        ("s2", "In {b} days it produces {a} x {b} = {r}.", "*", "s1", o["days"])],
+    "sharing": lambda o: [
+        ("s1", "After keeping {b} there are {a} - {b} = {r} stickers left.", "-", o["total"], o["kept"]),
+        ("s2", "Each friend gets {a} / {b} = {r}.", "/", "s1", o["friends"])],
+    "discount": lambda o: [
+        ("s1", "The discount on one item is {a}% of ${b} = ${r}.", "%", o["pct"], o["price"]),
+        ("s2", "One item costs ${a} - ${b} = ${r} during the sale.", "-", o["price"], "s1"),
+        ("s3", "{b} items cost {b} x ${a} = ${r}.", "*", "s2", o["n"])],
+    "travel": lambda o: [
+        ("s1", "The first part is {a} x {b} = {r} km.", "*", o["v1"], o["t1"]),
+        ("s2", "The second part is {a} x {b} = {r} km.", "*", o["v2"], o["t2"]),
+        ("s3", "In total that is {a} + {b} = {r} km.", "+", "s1", "s2")],
+    "ages": lambda o: [
+        ("s1", "The older one is {a} + {b} = {r} years old now.", "+", o["age_a"], o["gap"]),
+        ("s2", "Their ages now add up to {a} + {b} = {r}.", "+", o["age_a"], "s1"),
+        ("s3", "Each gets {b} years older, so the sum grows by 2 x {b} = {r}.", "*", 2, o["years"]),
+        ("s4", "The sum will be {a} + {b} = {r}.", "+", "s2", "s3")],
+    "profit": lambda o: [
+        ("s1", "The cows give {a} x {b} = {r} litres a day.", "*", o["cows"], o["litres"]),
+        ("s2", "The milk sells for {a} x ${b} = ${r} a day.", "*", "s1", o["price"]),
+        ("s3", "The daily profit is ${a} - ${b} = ${r}.", "-", "s2", o["feed"]),
+        ("s4", "Over {b} days that is {a} x {b} = ${r}.", "*", "s3", o["days"])],
+}
+
+
+def _apply(op: str, a: int, b: int) -> int | None:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "%":  # a percent of b
+        return a * b // 100 if (a * b) % 100 == 0 else None
+    return a // b if b and a % b == 0 else None  # "/": exact division only
+
+
+def worked_solution(template: str, operands: dict, slip: tuple[int, int] | None = None) -> tuple[str, int] | None:
+    """The step-by-step solution text (ending "The answer is N.") and N; None when a slip makes a later step
+    inexact (a division or percentage that no longer comes out whole)."""
+    values: dict[str, int] = {}
+    lines = []
+    steps = SOLUTION_STEPS[template](operands)
+    for i, (name, fmt, op, left, right) in enumerate(steps):
+        a = values[left] if isinstance(left, str) else int(left)
+        b = values[right] if isinstance(right, str) else int(right)
+        r = _apply(op, a, b)
+        if r is None:
+            return None
+        if slip is not None and slip[0] == i:
+            r += slip[1]
+        values[name] = r
+        lines.append(fmt.format(a=a, b=b, r=r))
+    answer = values[steps[-1][0]]
+    lines.append(f"The answer is {answer}.")
+    return " ".join(lines), answer
+
+
+def _solved_problem(rng: random.Random, row_id: str) -> tuple[dict, str, int]:
+    row = gsm8k_row(rng, row_id)
+    meta = row["meta"]
+    solved = worked_solution(meta["template"], meta["operands"])
+    if solved is None or str(solved[1]) != row["ground_truth"]:  # the templates and the steps must agree
+        raise AssertionError(f"worked solution of {meta} does not reach {row['ground_truth']}")
+    return row, *solved
+
+
+def gsm8k_sft_row(rng: random.Random, row_id: str) -> dict:
+    row, solution, _ = _solved_problem(rng, row_id)
+    return {"id": row_id, "messages": [*row["messages"], {"role": "assistant", "content": solution}],
+            "ground_truth": row["ground_truth"], "dataset": "gsm8k_sft", "meta": row["meta"]}
+
+
+def gsm8k_pref_row(rng: random.Random, row_id: str) -> dict:
+    row, solution, answer = _solved_problem(rng, row_id)
+    meta = row["meta"]
+    n_steps = len(SOLUTION_STEPS[meta["template"]](meta["operands"]))
+    wrong = None
+    while wrong is None or wrong[1] == answer:
+        # Try a slip in a random step; one in the last step always stays whole and changes the answer.
+        step = rng.randrange(n_steps) if wrong is None else n_steps - 1
+        delta = rng.choice([-10, -2, -1, 1, 2, 10])
+        wrong = worked_solution(meta["template"], meta["operands"], slip=(step, delta))
+        if wrong is None:
+            wrong = worked_solution(meta["template"], meta["operands"], slip=(n_steps - 1, delta))
+    user = row["messages"]
+    return {"id": row_id,
+            "chosen": [*user, {"role": "assistant", "content": solution}],
+            "rejected": [*user, {"role": "assistant", "content": wrong[0]}],
+            "ground_truth": row["ground_truth"], "dataset": "gsm8k_pref",
+            "meta": {**meta, "rejected_answer": wrong[1]}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,8 +456,12 @@ def ifeval_row(rng: random.Random, row_id: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------
 
+ROW_BUILDERS: dict[str, Callable[[random.Random, str], dict]] = {
+    "gsm8k": gsm8k_row, "ifeval": ifeval_row, "gsm8k_sft": gsm8k_sft_row, "gsm8k_pref": gsm8k_pref_row}
+
+
 def generate(task: str, n: int, seed: int) -> list[dict]:
-    """`n` rows of `task` ("gsm8k", "ifeval" or "mixed") for `seed`; identical for identical arguments."""
+    """`n` rows of `task` (one of TASKS) for `seed`; identical for identical arguments."""
     if task not in TASKS:
         raise ValueError(f"unknown procedural task {task!r}; choose one of {', '.join(TASKS)}")
     if n < 0:
@@ -357,7 +471,7 @@ def generate(task: str, n: int, seed: int) -> list[dict]:
         rng = random.Random(f"{task}/{seed}/{i}")
         kind = task if task != "mixed" else rng.choice(["gsm8k", "ifeval"])
         row_id = f"procedural-{task}-s{seed}-{i}"
-        rows.append(gsm8k_row(rng, row_id) if kind == "gsm8k" else ifeval_row(rng, row_id))
+        rows.append(ROW_BUILDERS[kind](rng, row_id))
     return rows
 
 
