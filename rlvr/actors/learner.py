@@ -45,43 +45,13 @@ from rlvr.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-class ValueModel(torch.nn.Module):
-    """A scalar head over a causal LM's backbone: input_ids -> per-token values [B, L]. Initialised from the
-    policy (or `value_model`, a reward-model folder, when given: Tulu 3 initialises the critic from the RM)."""
-
-    def __init__(self, path: str, dtype=torch.float32):
-        super().__init__()
-        from transformers import AutoModel
-
-        self.backbone = AutoModel.from_pretrained(path, dtype=dtype)
-        hidden = self.backbone.config.hidden_size
-        self.head = torch.nn.Linear(hidden, 1)
-        head_file = os.path.join(path, "value_head.pt")
-        if os.path.isfile(head_file):
-            self.head.load_state_dict(torch.load(head_file, map_location="cpu"))
-        else:
-            torch.nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
-            torch.nn.init.zeros_(self.head.bias)
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(hidden).squeeze(-1).float()
-
-    def gradient_checkpointing_enable(self):
-        self.backbone.gradient_checkpointing_enable()
-
-
 def load_value_model(cfg: RLVRConfig) -> torch.nn.Module:
-    """The critic: `sft_dpo.reward_model.load_value_model` when the prelude provides it and a value model is
-    given; otherwise our scalar head over the backbone."""
-    if cfg.value_model:
-        try:
-            from sft_dpo.reward_model import load_value_model as load_rm_value
-        except ImportError:
-            load_rm_value = None
-        if load_rm_value is not None:
-            return load_rm_value(cfg.value_model)
-    return ValueModel(cfg.value_model or cfg.model)
+    """The critic, input_ids -> per-token values [B, L]: `sft_dpo.reward_model.load_value_model` on the reward
+    model folder (`value_model`: Tulu 3 / SmolTulu initialise the critic from the RM), or on the policy folder when
+    none is given (then the scalar head starts fresh, drawn from the seeded torch RNG)."""
+    from sft_dpo.reward_model import load_value_model as load_rm_value
+
+    return load_rm_value(cfg.value_model or cfg.model)
 
 
 # ---- batch layout ----
@@ -137,7 +107,7 @@ class Learner:
         self.device = detect_device(cfg.engine.device, cfg.engine.num_threads)
         set_threads(self.device.num_threads)
         init_distributed(rank, world_size, master_addr=master_addr, master_port=master_port, device=self.device)
-        torch.manual_seed(cfg.seed)  # value-head init: identical on every rank and every run
+        torch.manual_seed(cfg.seed)  # a fresh value head: identical on every rank and every run
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device.kind == "cuda" \
@@ -390,9 +360,9 @@ class Learner:
         """(name, dtype, full shape) of every tensor `full_state_dict` returns, in order (ZeRO-3 partitions
         parameters: their full shape is `ds_shape`)."""
         spec = []
-        for k, v in self.policy.module.state_dict().items():
+        for k, v in self.policy.module.state_dict(keep_vars=True).items():  # Parameters keep `ds_shape`
             shape = getattr(v, "ds_shape", None) or v.shape
-            spec.append((k, str(v.dtype).removeprefix("torch."), list(shape)))
+            spec.append((k, str(v.dtype).removeprefix("torch."), [int(x) for x in shape]))
         return spec
 
     # ---- checkpoints ----

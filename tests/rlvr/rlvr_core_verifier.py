@@ -8,3 +8,13 @@ from rewards.base import Score
 def has_digit(response, ground_truth, *, prompt=None):
     found = any(ch.isdigit() for ch in response[:2000])
     return Score(1.0 if found else 0.0, "digit" if found else "no digit")
+
+
+def raises(response, ground_truth, *, prompt=None):
+    raise RuntimeError("this verifier is broken")
+
+
+def hangs(response, ground_truth, *, prompt=None):
+    import time
+
+    time.sleep(3600)

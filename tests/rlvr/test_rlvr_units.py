@@ -92,3 +92,35 @@ def test_hf_generator_is_seeded_per_request_and_reports_raw_logprobs(tiny_model_
     again = gen.generate([p1], [0], max_new_tokens=6, temperature=0.0)[0]
     assert again.response_ids == greedy.response_ids
     assert again.logprobs == pytest.approx(greedy.logprobs, abs=1e-5)
+
+
+def test_reward_failures_are_counted_and_stop_the_run_past_the_budget(tiny_model_dir, tmp_path):
+    """A hanging verifier is killed at its time limit and counted; a crashing one is counted; past
+    rewards.max_error_fraction the step stops with TrainingStopped instead of training on zeros."""
+    import json
+
+    from rlvr.trainer import RLVRTrainer, TrainingStopped
+
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"q{i}"}], "ground_truth": "1",
+             "dataset": name} for i, name in enumerate(["rlvr_core_verifier:has_digit"] * 2
+                                                       + ["rlvr_core_verifier:hangs", "rlvr_core_verifier:raises"])]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _cfg(f"model={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", f"data.train=[{data}]", "data.eval=[]",
+               "rewards.timeout_s=1.0", "rewards.max_error_fraction=0.5")
+    trainer = RLVRTrainer(cfg)  # no actors: scoring only
+    try:
+        tok = trainer.tokenizer
+        reqs = [{"row": row, "response_ids": tok("answer 7", add_special_tokens=False)["input_ids"]}
+                for row in trainer.train_set]
+        batch = trainer.score(reqs)  # 2 of 4 failed: exactly at the budget, allowed
+        assert batch.values == [1.0, 1.0, 0.0, 0.0]
+        assert batch.timeouts == 1 and batch.errors == 1
+        assert batch.metrics()["reward/timeouts"] == 1.0 and batch.metrics()["reward/errors"] == 1.0
+        strict = trainer.cfg.model_copy(update={"rewards": trainer.cfg.rewards.model_copy(
+            update={"max_error_fraction": 0.25})})
+        trainer.cfg = strict
+        with pytest.raises(TrainingStopped, match="max_error_fraction"):
+            trainer.score(reqs)
+    finally:
+        trainer.pool.close()
