@@ -10,7 +10,10 @@ One run folder holds everything:
 Model chaining: a stage's `model` is the `model_dir` of the stage named by `model_from` (default: the previous
 `sft`/`dpo`/`rlvr` stage; the first stage starts from the pipeline's `model`). An `rlvr` stage with
 `value_model_from: <rm stage>` initialises its critic from that reward model, as Tulu 3 did.
-An unfinished stage resumes from its own latest checkpoint, since each trainer resumes from its output_dir.
+An unfinished stage resumes from its own latest checkpoint, since each trainer resumes from its output_dir; a
+stage that returns without a final model (e.g. `stop_after_steps`) gets no marker, is listed as "stopped", and the
+pipeline stops there. A marker is trusted as is: after changing an earlier stage, delete the later stages' folders
+(or their STAGE_DONE.json) to retrain them.
 """
 
 from __future__ import annotations
@@ -129,10 +132,17 @@ def run_pipeline(cfg: PipelineConfig) -> list[dict[str, Any]]:
         log.info("[%d/%d] %s (%s): starting from %s", i, len(cfg.stages), stage.name, stage.kind, stage_cfg.model)
         t0 = time.time()
         result: TrainResult = _import(runner.train_fn)(stage_cfg)
+        if not stage_finished(stage.kind, result):
+            # e.g. stop_after_steps (a time-boxed job): no final model yet, so no marker; a re-run resumes it.
+            log.warning("[%d/%d] %s stopped after step %d without a final model; later stages not run. Re-run the "
+                        "pipeline to resume it", i, len(cfg.stages), stage.name, result.steps)
+            rows.append({"stage": stage.name, "kind": stage.kind, "status": "stopped", "steps": result.steps,
+                         "seconds": round(time.time() - t0, 1), "output_dir": str(result.output_dir)})
+            break
         record = {
             "stage": stage.name, "kind": stage.kind, "model_dir": str(result.model_dir),
             "output_dir": str(result.output_dir), "steps": result.steps, "seconds": round(time.time() - t0, 1),
-            "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+            "start_model": str(stage_cfg.model), "metrics": _stage_metrics(result),
         }
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(record, indent=1))  # written last: the stage counts as done only now
@@ -143,10 +153,51 @@ def run_pipeline(cfg: PipelineConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def stage_finished(kind: str, result: TrainResult) -> bool:
+    """True when the stage wrote its final model (the prelude trainers also mark it complete, written last)."""
+    final = Path(result.model_dir)
+    if not (final / "config.json").is_file():
+        return False
+    if kind in ("sft", "dpo", "rm"):
+        from sft_dpo.trainer import FINAL_MARKER
+
+        return (final / FINAL_MARKER).is_file()
+    return True
+
+
+# The metrics the summary table shows per stage kind (when the stage reported them), most telling first.
+KEY_METRICS: dict[str, tuple[str, ...]] = {
+    "sft": ("loss", "grad_norm"),
+    "dpo": ("loss", "rewards/accuracies", "rewards/margins"),
+    "rm": ("loss", "accuracy", "eval/accuracy"),
+    "rlvr": ("eval/reward/mean@start", "eval/reward/mean", "reward/mean", "response/length_mean"),
+}
+
+
+def _stage_metrics(result: TrainResult) -> dict[str, float]:
+    """The stage's final numeric metrics, plus the last value of every metric in its metrics.jsonl (so eval lines
+    logged after the last train step count) and, for RLVR, the evaluation of the starting policy (step 0) as
+    `eval/reward/mean@start`."""
+    from rlvr.utils.metrics import read_metrics
+
+    metrics: dict[str, float] = {}
+    path = Path(result.output_dir) / "metrics.jsonl"
+    history = read_metrics(path) if path.is_file() else []
+    for line in history:
+        metrics.update({k: v for k, v in line.items() if isinstance(v, (int, float)) and k not in ("step", "time")})
+    metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+    start = next((h for h in history if h.get("step") == 0 and "eval/reward/mean" in h), None)
+    if start is not None:
+        metrics["eval/reward/mean@start"] = start["eval/reward/mean"]
+    return metrics
+
+
 def format_summary(rows: list[dict[str, Any]], max_metrics: int = 4) -> str:
     lines = [f"{'stage':12s} {'kind':5s} {'status':8s} {'steps':>6s} {'seconds':>8s}  metrics"]
     for r in rows:
-        shown = list(r.get("metrics", {}).items())[:max_metrics]
+        metrics = r.get("metrics", {})
+        shown = [(k, metrics[k]) for k in KEY_METRICS.get(r["kind"], ()) if k in metrics]
+        shown = shown or list(metrics.items())[:max_metrics]
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in shown)
         lines.append(f"{r['stage']:12s} {r['kind']:5s} {r['status']:8s} {r.get('steps', 0):6d} "
                      f"{r.get('seconds', 0):8.1f}  {metrics}")
