@@ -78,7 +78,15 @@ def trial_points(cfg: SweepConfig) -> list[tuple[float, int]]:
 
 
 def trial_overrides(cfg: SweepConfig, stage_cfg: Any, lr: float, batch: int, out: Path) -> list[str]:
-    """Overrides that give a trial its LR and effective batch (through accumulation) and its own folder."""
+    """Overrides that give a trial its LR and effective batch and its own folder. SFT/DPO/RM: the batch comes from
+    gradient accumulation. RLVR: the effective batch of one optimiser step is the rollout batch divided by
+    ppo.num_mini_batches (accumulation is derived there), so the trial sets num_mini_batches."""
+    if cfg.stage == "rlvr":
+        rollout = stage_cfg.rollout_batch_size
+        if rollout % batch:
+            raise ConfigError(f"effective batch {batch} does not divide the rollout batch {rollout} "
+                              f"(prompts_per_step x samples_per_prompt, from {cfg.config})")
+        return [*cfg.overrides, f"optim.lr={lr!r}", f"ppo.num_mini_batches={rollout // batch}", f"output_dir={out}"]
     per_device = stage_cfg.optim.per_device_batch_size
     world = stage_cfg.dist.world_size
     if batch % (per_device * world):
@@ -126,7 +134,6 @@ def run_sweep(cfg: SweepConfig) -> Path:
     """Run every trial on Ray Tune, then write results.csv and the plots. Returns the CSV path."""
     import pandas as pd
     import ray
-    from ray import tune
 
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -139,12 +146,34 @@ def run_sweep(cfg: SweepConfig) -> Path:
     log.info("sweep: %d trials of %s (%s search)", len(points), cfg.stage, cfg.search)
 
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    started = False
     if not ray.is_initialized():
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=max(1, math.ceil(cfg.cpus_per_trial * cfg.max_concurrent_trials)),
-                     include_dashboard=False)
+            # An RLVR trial starts its own actors on this Ray: declare enough CPUs for them too.
+            ray.init(num_cpus=max(2, math.ceil(cfg.cpus_per_trial * cfg.max_concurrent_trials) + 2),
+                     include_dashboard=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+            started = True
+    try:
+        rows = _fit(cfg, points, out)
+    finally:
+        if started:
+            ray.shutdown()
+    frame = pd.DataFrame(rows).sort_values(["lr", "effective_batch_size"])
+    first = ["lr", "effective_batch_size", "lr_bs_ratio"]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
+    csv = out / "results.csv"
+    frame.to_csv(csv, index=False)
+    plot_results(frame, out, cfg.eval.tasks)
+    print(frame.to_string(index=False))
+    log.info("sweep results in %s", csv)
+    return csv
+
+
+def _fit(cfg: SweepConfig, points: list[tuple[float, int]], out: Path) -> list[dict[str, Any]]:
+    from ray import tune
+
     trainable = tune.with_parameters(_tune_trainable, sweep=cfg.model_dump(mode="json"), cwd=os.getcwd())
     trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
     # One grid axis of (lr, batch) pairs: the points are already the product (grid) or the random draws.
@@ -161,17 +190,13 @@ def run_sweep(cfg: SweepConfig) -> Path:
         if result.error is not None:
             raise RuntimeError(f"sweep trial {result.config['point']} failed: {result.error}") from result.error
         rows.append({k: v for k, v in result.metrics.items() if _is_result_key(k)})
-    frame = pd.DataFrame(rows).sort_values(["lr", "effective_batch_size"])
-    csv = out / "results.csv"
-    frame.to_csv(csv, index=False)
-    plot_results(frame, out, cfg.eval.tasks)
-    print(frame.to_string(index=False))
-    log.info("sweep results in %s", csv)
-    return csv
+    return rows
 
 
 def _is_result_key(key: str) -> bool:
-    return key in ("lr", "effective_batch_size", "lr_bs_ratio", "model_dir", "train_steps") or "/" in key
+    if key in ("lr", "effective_batch_size", "lr_bs_ratio", "model_dir", "train_steps"):
+        return True
+    return "/" in key and not key.startswith("config/")
 
 
 def primary_metric(frame, task: str) -> str | None:
@@ -196,20 +221,27 @@ def plot_results(frame, out: Path, tasks: list[str]) -> list[Path]:
     columns = [(t, c) for t, c in columns if c is not None]
     for task, col in columns:
         table = frame.pivot_table(index="effective_batch_size", columns="lr", values=col, aggfunc="mean")
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
         lrs, bss = np.array(table.columns, dtype=float), np.array(table.index, dtype=float)
         z = table.to_numpy(dtype=float)
-        if len(lrs) >= 2 and len(bss) >= 2 and not np.isnan(z).any():
+        flat = np.isnan(z).any() or np.nanmax(z) == np.nanmin(z)
+        if len(lrs) >= 3 and len(bss) >= 3 and not flat:
             cs = ax.contourf(np.log10(lrs), np.log2(bss), z, levels=10, cmap="viridis")
             ax.scatter(*np.meshgrid(np.log10(lrs), np.log2(bss)), c="white", s=8)
-        else:
-            cs = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis",
-                           extent=(-0.5, len(lrs) - 0.5, -0.5, len(bss) - 0.5))
-            ax.set_xticks(range(len(lrs)), [f"{v:.2g}" for v in lrs])
+            ax.set_xticks(np.log10(lrs), [f"{v:.2g}" for v in lrs], rotation=30)
+            ax.set_yticks(np.log2(bss), [str(int(v)) for v in bss])
+        else:  # a small or flat grid: a heat map with the value written in each cell
+            lo, hi = (np.nanmin(z), np.nanmax(z)) if not np.isnan(z).all() else (0.0, 1.0)
+            cs = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            ax.set_xticks(range(len(lrs)), [f"{v:.2g}" for v in lrs], rotation=30)
             ax.set_yticks(range(len(bss)), [str(int(v)) for v in bss])
+            for (i, j), v in np.ndenumerate(z):
+                ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.3g}", ha="center", va="center", fontsize=9,
+                        color="white" if hi == lo or v < (lo + hi) / 2 else "black")
         fig.colorbar(cs, ax=ax, label=col)
-        ax.set_xlabel("log10 learning rate" if len(lrs) >= 2 and len(bss) >= 2 else "learning rate")
-        ax.set_ylabel("log2 effective batch size" if len(lrs) >= 2 and len(bss) >= 2 else "effective batch size")
+        scale = "" if flat or len(lrs) < 3 or len(bss) < 3 else " (log scale)"
+        ax.set_xlabel(f"learning rate{scale}")
+        ax.set_ylabel(f"effective batch size{scale}")
         ax.set_title(f"{task}: {col.split('/', 1)[1]}")
         fig.tight_layout()
         path = out / f"contour_{task}.png"
@@ -218,13 +250,15 @@ def plot_results(frame, out: Path, tasks: list[str]) -> list[Path]:
         written.append(path)
     if columns:
         fig, ax = plt.subplots(figsize=(6, 4))
+        part = frame.sort_values("lr_bs_ratio")
         for task, col in columns:
-            part = frame.sort_values("lr_bs_ratio")
-            ax.plot(part["lr_bs_ratio"], part[col], marker="o", linestyle="none", label=f"{task} ({col.split('/', 1)[1]})")
+            ax.plot(part["lr_bs_ratio"], part[col], marker="o", linestyle="-", alpha=0.8,
+                    label=f"{task} ({col.split('/', 1)[1]})")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate / effective batch size")
         ax.set_ylabel("score")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(True, which="both", alpha=0.3)
         ax.set_title("score against the LR/BS ratio")
         fig.tight_layout()
         path = out / "ratio.png"
