@@ -110,3 +110,17 @@ def test_config_rejects_bad_references(tmp_path):
     with pytest.raises(ValueError, match="used twice"):
         PipelineConfig.model_validate({**base, "stages": [
             {"name": "a", "kind": "sft", "config": "x.yaml"}, {"name": "a", "kind": "dpo", "config": "x.yaml"}]})
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "pipeline").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_pipeline_configs_resolve_every_stage(path, monkeypatch):
+    from rlvr.pipeline import RUNNERS, _import, stage_overrides
+
+    monkeypatch.chdir(REPO)
+    cfg = load_config(PipelineConfig, path)
+    done: dict[str, dict] = {}
+    for stage in cfg.stages:
+        stage_cfg = load_config(_import(RUNNERS[stage.kind].config_class), stage.config,
+                                stage_overrides(cfg, stage, done))
+        assert stage_cfg.output_dir == str(Path(cfg.output_dir) / stage.name)
+        done[stage.name] = {"model_dir": f"{cfg.output_dir}/{stage.name}/final"}

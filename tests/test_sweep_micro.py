@@ -52,3 +52,22 @@ def test_micro_sweep_writes_csv_and_plots(tmp_path, tiny_model_dir, shared_data,
         assert trial_cfg["optim"]["gradient_accumulation_steps"] * 2 == row["effective_batch_size"]
     for name in ("contour_arc_easy.png", "contour_gsm8k.png", "ratio.png"):
         assert (out / name).stat().st_size > 5000, name
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_configs_give_valid_trials(path, monkeypatch, tmp_path):
+    from rlvr.pipeline import RUNNERS, _import
+    from rlvr.sweep import SweepConfig, trial_overrides, trial_points
+    from rlvr.utils.config import load_config
+
+    monkeypatch.chdir(REPO)
+    cfg = load_config(SweepConfig, path)
+    cls = _import(RUNNERS[cfg.stage].config_class)
+    base = load_config(cls, cfg.config, cfg.overrides)
+    points = trial_points(cfg)
+    assert len(points) >= 4
+    for lr, batch in points:
+        trial = load_config(cls, cfg.config, trial_overrides(cfg, base, lr, batch, tmp_path / "t"))
+        assert trial.optim.lr == lr
+        assert (trial.optim.per_device_batch_size * trial.optim.gradient_accumulation_steps
+                * trial.dist.world_size) == batch
