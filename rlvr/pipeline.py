@@ -124,6 +124,11 @@ def run_pipeline(cfg: PipelineConfig) -> list[dict[str, Any]]:
         if marker.is_file():
             done[stage.name] = json.loads(marker.read_text())
             log.info("[%d/%d] %s (%s): finished earlier, skipped", i, len(cfg.stages), stage.name, stage.kind)
+            retrained = [r["stage"] for r in rows if r["status"] == "ran"]
+            if retrained:
+                log.warning("%s was trained before %s re-ran in this invocation, so it did not start from the new "
+                            "model(s); delete %s to retrain it", stage.name, ", ".join(retrained),
+                            root / stage.name)
             rows.append({**done[stage.name], "status": "skipped"})
             continue
         runner = RUNNERS[stage.kind]
