@@ -153,7 +153,7 @@ def test_kill_after_checkpoint_and_resume_is_exact(ray_local, tiny_model_dir, pr
             assert ra.get(key) == rb.get(key), (ra["step"], key, ra.get(key), rb.get(key))
 
 
-def test_weight_sync_check_catches_stale_generators_both_transports(ray_local, tiny_model_dir, prompts, tmp_path):
+def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(ray_local, tiny_model_dir, prompts, tmp_path):
     import ray
     import torch
 
@@ -177,6 +177,12 @@ def test_weight_sync_check_catches_stale_generators_both_transports(ray_local, t
                           probe_prompt=trainer.sync.probe_prompt)
         gloo.sync()
         assert gloo.verify() <= 1e-4
+        # a stalled peer (here: a group that expects a third member who never joins) is an error, not a hang
+        stalled = WeightSync(trainer.learners, trainer.generators[:1], transport="gloo", timeout_s=5,
+                             tolerance=1e-4, probe_prompt=trainer.sync.probe_prompt)
+        stalled._group_args["world_size"] = 3
+        with pytest.raises(WeightSyncError, match="did not finish within"):
+            stalled.sync()
     finally:
         trainer.stop_actors()
 
