@@ -60,9 +60,10 @@ def train(cfg: RLVRConfig) -> TrainResult:
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
     cfg = cfg.replace(model=resolve_model(cfg.model))
-    started = connect_ray(cfg)
-    trainer = RLVRTrainer(cfg)
+    trainer = RLVRTrainer(cfg)  # loads and validates the prompts first: bad data fails before Ray starts
+    started = False
     try:
+        started = connect_ray(cfg)
         trainer.start_actors()
         return trainer.run()
     finally:
@@ -110,6 +111,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from rewards.registry import UnknownVerifierError
     from rlvr.actors.group import ActorFailure
     from rlvr.data.prompts import PromptDataError
     from rlvr.trainer import TrainingStopped
@@ -123,7 +125,7 @@ def cli_main(args: argparse.Namespace) -> int:
         return 2
     try:
         result = train(cfg)
-    except (ConfigError, PromptDataError) as err:
+    except (ConfigError, PromptDataError, UnknownVerifierError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ActorFailure, TrainingStopped, WeightSyncError) as err:
