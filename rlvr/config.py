@@ -159,6 +159,10 @@ class RLVRConfig(FrozenConfig):
             if opt.gradient_accumulation_steps not in (1, derived):
                 raise ValueError(f"{name}.gradient_accumulation_steps is derived here ({derived} = per-rank "
                                  f"mini-batch {mini} / micro-batch {opt.per_device_batch_size}); leave it at 1")
+
+        if self.max_model_len <= self.data.max_prompt_tokens:
+            raise ValueError(f"generation.max_model_len {self.max_model_len} leaves no room to generate after "
+                             f"prompts of up to data.max_prompt_tokens {self.data.max_prompt_tokens}")
         return self
 
     @property
