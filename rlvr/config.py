@@ -44,7 +44,8 @@ class GenerationConfig(FrozenConfig):
     num_gpus: float = Field(0, ge=0, description="Ray GPUs per generator actor")
     max_model_len: int | None = Field(None, description="vLLM context; default max_prompt_tokens + max_new_tokens")
     max_num_seqs: int = Field(64, ge=1, description="vLLM concurrent sequences")
-    kv_cache_memory_bytes: int = Field(64 * 2**20, ge=2**20, description="vLLM KV cache size (CPU)")
+    kv_cache_memory_bytes: int | None = Field(None, ge=2**20, description="vLLM KV cache size on CPU; default: "
+                                              "room for max_num_seqs full-length sequences (at least 64 MiB)")
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1, description="vLLM on CUDA")
     threads: int = Field(1, ge=1, description="torch threads inside each generator")
 

@@ -40,7 +40,7 @@ class Generator:
     """One generation engine. Plain class: the Ray actor is `ray.remote(Generator)` (see rlvr.actors.group)."""
 
     def __init__(self, model: str, *, backend: str = "auto", max_model_len: int = 512, max_num_seqs: int = 64,
-                 kv_cache_memory_bytes: int = 64 * 2**20, gpu_memory_utilization: float = 0.4, seed: int = 0,
+                 kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float = 0.4, seed: int = 0,
                  threads: int = 1, device: str = "auto"):
         import torch
 
@@ -57,7 +57,8 @@ class Generator:
             kwargs: dict[str, Any] = dict(model=model, enforce_eager=True, max_model_len=max_model_len,
                                           max_num_seqs=max_num_seqs, seed=seed)
             if self.device == "cpu":
-                kwargs.update(dtype="float32", kv_cache_memory_bytes=kv_cache_memory_bytes)
+                kv = kv_cache_memory_bytes or kv_cache_bytes_for(model, max_num_seqs, max_model_len)
+                kwargs.update(dtype="float32", kv_cache_memory_bytes=kv)
             else:
                 kwargs.update(dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization)
             self.llm = LLM(**kwargs)
@@ -182,6 +183,19 @@ class Generator:
 
         sd = receive_broadcast(spec, device=self.device, **group_args)
         return self.load_weights(sd, version)
+
+
+def kv_cache_bytes_for(model: str, max_num_seqs: int, max_model_len: int, dtype_bytes: int = 4) -> int:
+    """KV-cache bytes for `max_num_seqs` sequences of `max_model_len` tokens (at least 64 MiB). Too small a cache
+    silently serialises generation: SmolLM2-135M needs ~46 KB per token in fp32, so 64 MiB holds ~1.4k tokens,
+    fewer than 4 concurrent 350-token sequences."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    per_token = 2 * c.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+    return max(64 * 2**20, int(1.1 * per_token * max_num_seqs * max_model_len))
 
 
 def _sample(logits, temperature: float, top_p: float, gen) -> int:
