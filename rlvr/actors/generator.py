@@ -67,7 +67,7 @@ class Generator:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).train(False)
             tok = AutoTokenizer.from_pretrained(model)
             eos = self.model.generation_config.eos_token_id
             self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}

@@ -180,14 +180,14 @@ class Learner:
         batch = self._to_device(build_batch(samples, self.pad_id))
         n = len(samples)
         old_lp, ref_lp, values = [], [], []
-        self.policy.eval()
+        self.policy.train(False)
         for rows in self._micro_batches(n):
             mb = _slice(batch, rows)
             old_lp.append(self._logprobs(self.policy, mb)[0])
             if self.ref is not None:
                 ref_lp.append(self._logprobs(self.ref, mb)[0])
             if self.value is not None:
-                self.value.eval()
+                self.value.train(False)
                 values.append(self._values(mb))
         batch["old_logprobs"] = torch.cat(old_lp)
         batch["ref_logprobs"] = torch.cat(ref_lp) if ref_lp else batch["old_logprobs"].clone()

@@ -39,7 +39,7 @@ class LoglikScorer:
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None,
                  device: str = "cpu", progress: bool = False):
-        self.model = model.eval()
+        self.model = model.train(False)
         self.progress = progress
         self.tok = tokenizer
         self.batch_size = batch_size
