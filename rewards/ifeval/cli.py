@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from rewards.ifeval.evaluation import accuracies, check_instructions, read_jsonl
+from rewards.ifeval.evaluation import PromptIndex, accuracies, check_instructions
 
 
 class IFEvalVerifyHook:
@@ -25,22 +25,9 @@ class IFEvalVerifyHook:
     def prepare(args, rows):
         if not getattr(args, "prompts", None):
             return rows
-        by_key, by_prompt = {}, {}
-        for lineno, rec in read_jsonl(args.prompts):
-            missing = [f for f in ("prompt", "instruction_id_list", "kwargs") if f not in rec]
-            if missing:
-                raise ValueError(f"{args.prompts}:{lineno}: missing field(s) {missing}")
-            if "key" in rec:
-                by_key[rec["key"]] = rec
-            by_prompt[rec["prompt"]] = rec
+        index = PromptIndex(args.prompts)
         for row in rows:
-            rec = row.record
-            if "key" in rec:
-                target, how = by_key.get(rec["key"]), f"key {rec['key']!r}"
-            elif isinstance(rec.get("prompt"), str):
-                target, how = by_prompt.get(rec["prompt"]), f"prompt {rec['prompt'][:60]!r}"
-            else:
-                target, how = None, "no 'key' or 'prompt' field"
+            target, how = index.find(row.record)
             if target is None:
                 print(f"{args.input}:{row.line}: cannot join to {args.prompts}: {how} not found", file=sys.stderr)
                 continue

@@ -22,6 +22,7 @@ from typing import Any
 
 from rewards.base import MAX_RESPONSE_CHARS
 from rewards.ifeval.instructions import Check, build_checker
+from rewards.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -128,21 +129,28 @@ def accuracies(results: Iterable[InstructionResults]) -> dict[str, float]:
     }
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, row) pairs; a bad line raises naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
-    return rows
+class PromptIndex:
+    """IFEval prompt rows (`key`, `prompt`, `instruction_id_list`, `kwargs`) by key and by exact prompt text."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        self.by_key: dict[Any, dict] = {}
+        self.by_prompt: dict[str, dict] = {}
+        for lineno, row in read_jsonl(path):
+            missing = [f for f in ("prompt", "instruction_id_list", "kwargs") if f not in row]
+            if missing:
+                raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
+            if "key" in row:
+                self.by_key[row["key"]] = row
+            self.by_prompt[row["prompt"]] = row
+
+    def find(self, row: dict) -> tuple[dict | None, str]:
+        """The prompt row a response row joins to (on `key` when it has one, else the prompt text), and how."""
+        if "key" in row:
+            return self.by_key.get(row["key"]), f"key {row['key']!r}"
+        if isinstance(row.get("prompt"), str):
+            return self.by_prompt.get(row["prompt"]), f"prompt {row['prompt'][:60]!r}"
+        return None, "no 'key' or 'prompt' field"
 
 
 def evaluate_file(
@@ -155,27 +163,14 @@ def evaluate_file(
     """Score a jsonl of `{"key" | "prompt": ..., "response": ...}` rows against an IFEval prompts file
     (`key`, `prompt`, `instruction_id_list`, `kwargs` per row). Rows join on `key` when they carry one, else on the
     exact prompt text. Returns per-response results (in the responses file's order) and the four accuracies."""
-    by_key: dict[Any, dict] = {}
-    by_prompt: dict[str, dict] = {}
-    for lineno, row in read_jsonl(prompts_path):
-        missing = [f for f in ("prompt", "instruction_id_list", "kwargs") if f not in row]
-        if missing:
-            raise ValueError(f"{prompts_path}:{lineno}: missing field(s) {missing}")
-        if "key" in row:
-            by_key[row["key"]] = row
-        by_prompt[row["prompt"]] = row
+    index = PromptIndex(prompts_path)
     results = []
     for lineno, row in read_jsonl(responses_path):
         if not isinstance(row.get("response"), str):
             raise ValueError(f"{responses_path}:{lineno}: needs a string 'response'")
-        if "key" in row:
-            target = by_key.get(row["key"])
-            how = f"key {row['key']!r}"
-        elif "prompt" in row:
-            target = by_prompt.get(row["prompt"])
-            how = f"prompt {row['prompt'][:60]!r}"
-        else:
+        if "key" not in row and "prompt" not in row:
             raise ValueError(f"{responses_path}:{lineno}: needs 'key' or 'prompt' to join with {prompts_path}")
+        target, how = index.find(row)
         if target is None:
             raise ValueError(f"{responses_path}:{lineno}: {how} not found in {prompts_path}")
         results.append(

@@ -14,11 +14,11 @@ format; any hellaswag/*.jsonl is accepted). Hub names: openai/gsm8k (main), goog
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
+from rewards.jsonl import read_jsonl as strict_read_jsonl
 from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,20 +38,13 @@ def default_data_dir() -> Path | None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvalDataError(f"{path}:{lineno}: not valid JSON: {err}") from None
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            row["_where"] = f"{path}:{lineno}"
-            rows.append(row)
-    return rows
+    try:
+        pairs = strict_read_jsonl(path)
+    except ValueError as err:
+        raise EvalDataError(str(err)) from None
+    for lineno, row in pairs:
+        row["_where"] = f"{path}:{lineno}"
+    return [row for _, row in pairs]
 
 
 def _field(row: dict, key: str) -> Any:
