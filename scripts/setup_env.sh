@@ -10,7 +10,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 # torch 2.13.0+cpu is not on PyPI: on a CPU machine take it from PyTorch's CPU wheel index
 # (machines with a local wheel mirror configured in pip find it there first).
 EXTRA_INDEX=()
-if [[ $FLAVOUR == cpu ]] && ! pip config list 2>/dev/null | grep -q find-links; then
+pip_cfg=$("$PY" -m pip config list 2>/dev/null || true)  # captured first: grep -q in a pipe would SIGPIPE pip
+if [[ $FLAVOUR == cpu && $pip_cfg != *find-links* && $pip_cfg != *download.pytorch.org* ]]; then
   EXTRA_INDEX=(--extra-index-url https://download.pytorch.org/whl/cpu)
 fi
 
