@@ -101,6 +101,12 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str = "127.0.0.
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # Someone made the group already (a launcher, or vLLM's in-process engine, which builds a 1-rank group
+        # without exporting the variables DeepSpeed asserts on): adopt it and fill in what it left unset.
+        for key, value in (("RANK", dist.get_rank()), ("WORLD_SIZE", dist.get_world_size()),
+                           ("LOCAL_RANK", rank if local_rank is None else local_rank)):
+            os.environ.setdefault(key, str(value))
+        deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
         return
     os.environ.update({
         "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank if local_rank is None else local_rank),
