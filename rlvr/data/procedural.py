@@ -32,7 +32,7 @@ import random
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-TASKS = ("gsm8k", "ifeval", "mixed", "gsm8k_sft", "gsm8k_pref")
+TASKS = ("gsm8k", "ifeval", "mixed", "gsm8k_sft", "gsm8k_pref", "arithmetic")
 SPEC_PREFIX = "procedural:"
 DEFAULT_N = 1000
 ANSWER_INSTRUCTION = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
@@ -137,6 +137,30 @@ def gsm8k_row(rng: random.Random, row_id: str) -> dict:
         "ground_truth": str(answer),
         "dataset": "gsm8k",
         "meta": {"template": template, "difficulty": difficulty, "operands": operands},
+    }
+
+
+ARITHMETIC_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b}
+
+
+def arithmetic_row(rng: random.Random, row_id: str) -> dict:
+    """One-step arithmetic with small numbers, scored by the GSM8K checker: a task a 135M model solves often
+    enough for group-relative RL to have a signal on a CPU-sized run (multi-step word problems mostly score 0)."""
+    op = rng.choice(sorted(ARITHMETIC_OPS))
+    if op == "x":
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
+    else:
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        if op == "-" and b > a:
+            a, b = b, a
+    answer = ARITHMETIC_OPS[op](a, b)
+    question = f"What is {a} {op} {b}?"
+    return {
+        "id": row_id,
+        "messages": [{"role": "user", "content": f'{question} End your reply with "The answer is <number>."'}],
+        "ground_truth": str(answer),
+        "dataset": "gsm8k",
+        "meta": {"template": "arithmetic", "operands": {"a": a, "b": b, "op": op}},
     }
 
 
@@ -457,7 +481,8 @@ def ifeval_row(rng: random.Random, row_id: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 ROW_BUILDERS: dict[str, Callable[[random.Random, str], dict]] = {
-    "gsm8k": gsm8k_row, "ifeval": ifeval_row, "gsm8k_sft": gsm8k_sft_row, "gsm8k_pref": gsm8k_pref_row}
+    "gsm8k": gsm8k_row, "ifeval": ifeval_row, "gsm8k_sft": gsm8k_sft_row, "gsm8k_pref": gsm8k_pref_row,
+    "arithmetic": arithmetic_row}
 
 
 def generate(task: str, n: int, seed: int) -> list[dict]:

@@ -77,3 +77,20 @@ def test_sft_dpo_loads_procedural_specs(tiny_model_dir):
     assert all(p.chosen_ids != p.rejected_ids for p in pairs)
     with pytest.raises(DataError, match="unknown task"):
         list(iter_rows("procedural:nope?n=3"))
+
+
+def test_arithmetic_task_is_exact_and_verifiable():
+    from rewards import get_verifier
+    from rlvr.data.procedural import generate
+
+    rows = generate("arithmetic", 200, seed=5)
+    assert rows == generate("arithmetic", 200, seed=5)
+    gsm8k = get_verifier("gsm8k")
+    ops = {"+": int.__add__, "-": int.__sub__, "x": int.__mul__}
+    for row in rows:
+        o = row["meta"]["operands"]
+        expected = ops[o["op"]](o["a"], o["b"])
+        assert row["ground_truth"] == str(expected) and expected >= 0
+        assert f"{o['a']} {o['op']} {o['b']}" in row["messages"][0]["content"]
+        assert gsm8k(f"The answer is {expected}.", row["ground_truth"]).value == 1.0
+        assert gsm8k(f"The answer is {expected + 1}.", row["ground_truth"]).value == 0.0
