@@ -59,7 +59,11 @@ class PPOConfig(FrozenConfig):
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
     kl_coef: float = Field(0.05, ge=0, description="beta (SmolTulu/Tulu 3: 0.05)")
-    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="estimator of KL(policy||reference)")
+    kl_estimator: Literal["k1", "k2", "k3"] | None = Field(
+        None, description="estimator of KL(policy||reference). Default: k1 when the KL is in the reward (Tulu 3), "
+                          "k3 when it is in the loss; k1 is rejected there (its gradient ignores the reference)")
+    log_ratio_clip: float = Field(20.0, gt=0, description="clamp log(pi/pi_old) to +-this before exp() in the "
+                                                         "policy loss (OpenRLHF's guard against inf/NaN)")
     kl_in_reward: bool | None = Field(None, description="PPO: KL penalty in the token reward (default True). "
                                       "GRPO/RLOO: False puts beta*KL in the loss (the GRPO paper), True in the "
                                       "sequence reward before group normalisation (default False)")
@@ -161,6 +165,12 @@ class RLVRConfig(FrozenConfig):
                 raise ValueError(f"{name}.gradient_accumulation_steps is derived here ({derived} = per-rank "
                                  f"mini-batch {mini} / micro-batch {opt.per_device_batch_size}); leave it at 1")
 
+        if not self.kl_in_reward and self.ppo.kl_coef > 0 and self.ppo.kl_estimator == "k1":
+            # d/dtheta of (log pi - log pi_ref) is d log pi: the reference drops out of the gradient, so a k1 loss
+            # term adds noise and never pulls the policy back toward the reference.
+            raise ValueError("ppo.kl_estimator: k1 cannot be used with the KL in the loss (its gradient does not "
+                             "depend on the reference policy); use k3 (the default there) or k2, or set "
+                             "ppo.kl_in_reward=true")
         if self.max_model_len <= self.data.max_prompt_tokens:
             raise ValueError(f"generation.max_model_len {self.max_model_len} leaves no room to generate after "
                              f"prompts of up to data.max_prompt_tokens {self.data.max_prompt_tokens}")
@@ -179,6 +189,11 @@ class RLVRConfig(FrozenConfig):
         if self.ppo.kl_in_reward is not None:
             return self.ppo.kl_in_reward
         return self.algorithm == "ppo"
+
+    @property
+    def kl_estimator(self) -> str:
+        """ppo.kl_estimator, or its default: k1 for the KL in the reward, k3 for the KL in the loss."""
+        return self.ppo.kl_estimator or ("k1" if self.kl_in_reward else "k3")
 
     @property
     def optimizer_steps_per_rl_step(self) -> int:

@@ -141,16 +141,51 @@ def deepspeed_config(optim: OptimConfig, engine: EngineConfig, *, world_size: in
     return cfg
 
 
+def disable_dropout(model) -> int:
+    """Turn every dropout of `model` off, whatever the architecture: `nn.Dropout` modules (p -> 0), float
+    attributes named *dropout* that attention code reads at call time (Llama's `attention_dropout`), and the
+    config's *dropout*/*pdrop* fields (so a re-built or saved model agrees). Returns how many were non-zero.
+
+    RL and preference training compare log-probs of the same tokens computed at different times (old vs new
+    policy, policy vs reference): dropout would make those differ by noise alone (TRL and OpenRLHF disable it)."""
+    import torch
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            changed += module.p > 0
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float) and not isinstance(value, bool):
+                changed += value > 0
+                setattr(module, name, 0.0)
+    config = getattr(model, "config", None)
+    if config is not None:
+        for name, value in config.to_dict().items():
+            if ("dropout" in name or "pdrop" in name) and isinstance(value, float):
+                setattr(config, name, 0.0)
+    return int(changed)
+
+
 def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps: int, world_size: int,
-                 device: DeviceInfo | None = None, trainable: bool = True):
+                 device: DeviceInfo | None = None, trainable: bool = True, keep_dropout: bool = False):
     """Wrap `model` in a DeepSpeed engine with AdamW and the LR schedule. The process group must exist
-    (`init_distributed`). A frozen model (`trainable=False`, e.g. the reference policy) gets no optimiser."""
+    (`init_distributed`). A frozen model (`trainable=False`, e.g. the reference policy) gets no optimiser.
+
+    Dropout is switched off (`disable_dropout`) unless `keep_dropout` (SFT keeps the model's own setting). A
+    trainable engine is returned in training mode: transformers only checkpoints activations in training mode,
+    and `from_pretrained` returns models in eval mode, so without this `gradient_checkpointing` silently does
+    nothing."""
     import deepspeed
     import torch
 
     device = device or detect_device(engine.device, engine.num_threads)
+    if not keep_dropout:
+        disable_dropout(model)
     if engine.gradient_checkpointing and trainable:
         model.gradient_checkpointing_enable()
+        if getattr(model, "config", None) is not None and hasattr(model.config, "use_cache"):
+            model.config.use_cache = False  # a KV cache is incompatible with re-computed activations
     ds_cfg = deepspeed_config(optim, engine, world_size=world_size, device=device)
     if not trainable:
         model.requires_grad_(False)
@@ -166,6 +201,7 @@ def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, total_steps))
     ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
+    ds_engine.train()
     return ds_engine
 
 

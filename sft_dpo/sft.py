@@ -36,6 +36,7 @@ def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
 class SFTObjective(Objective):
     name = "sft"
     unit = "tokens"
+    keep_dropout = True  # plain maximum likelihood: the model's own dropout setting applies
 
     def __init__(self, cfg: SFTConfig):
         self.cfg = cfg

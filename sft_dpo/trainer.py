@@ -38,6 +38,7 @@ from rlvr.utils.device import DeviceInfo
 from rlvr.utils.logging import get_logger
 from rlvr.utils.metrics import MetricsLogger
 from rlvr.utils.run import TrainResult
+from rlvr.utils.tokens import set_stop_tokens
 from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
 
 log = get_logger(__name__)
@@ -93,6 +94,7 @@ class Objective:
 
     name = "objective"
     unit = "examples"
+    keep_dropout = False  # preference/reward objectives compare log-probs: dropout off (sft_dpo.engine)
 
     def load_examples(self, ctx: RunContext) -> tuple[list, dict[str, float]]:
         raise NotImplementedError
@@ -189,6 +191,8 @@ def save_hf(engine, objective: Objective, tokenizer, out: Path, *, rank: int, ze
         model = objective.hf_model(engine.module)
         if state is not None:
             state = objective.hf_state_dict(state)
+        if getattr(model, "can_generate", lambda: False)():
+            set_stop_tokens(model, tokenizer)  # later stages and other tools stop at the end of the turn
         model.save_pretrained(out, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(out)
 
@@ -262,7 +266,8 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
     extra = objective.before_model(ctx, examples)
 
     model = objective.load_model(ctx)
-    engine = build_engine(model, optim, cfg.engine, total_steps=total, world_size=world, device=ctx.device)
+    engine = build_engine(model, optim, cfg.engine, total_steps=total, world_size=world, device=ctx.device,
+                          keep_dropout=objective.keep_dropout)
     mgr = CheckpointManager(ctx.out / "checkpoints", keep_last=cfg.keep_checkpoints)
     start = 0
     ckpt = mgr.latest()

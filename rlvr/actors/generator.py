@@ -2,8 +2,10 @@
 our own sampling loop (for machines without vLLM).
 
 `Generator.generate(prompts, seeds, ...)` takes chat prompts already tokenised (lists of token ids) and one seed
-per request; it returns, per request, the response token ids (EOS included when the model stopped), the raw
-per-token log-probs of those tokens and the finish reason ("stop" = ended with EOS, "length" = cut off).
+per request; it returns, per request, the response token ids (the stop token included when the model stopped),
+the raw per-token log-probs of those tokens and the finish reason ("stop" = ended with a stop token, "length" = cut
+off). Both backends stop at the same set of tokens: rlvr.utils.tokens.stop_token_ids (the chat template's
+end-of-turn token, the tokenizer's EOS and every generation_config EOS id).
 Sampling is seeded per request, so a request gives the same tokens whatever batch it lands in (vLLM: per-request
 `SamplingParams.seed`; HF: one torch.Generator per row).
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlvr.utils.logging import get_logger
+from rlvr.utils.tokens import stop_token_ids
 
 log = get_logger(__name__)
 
@@ -62,16 +65,20 @@ class Generator:
             else:
                 kwargs.update(dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization)
             self.llm = LLM(**kwargs)
-            self.eos_ids = {self.llm.get_tokenizer().eos_token_id}
+            from transformers import GenerationConfig
+
+            try:
+                gen_cfg = GenerationConfig.from_pretrained(model)
+            except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
+                gen_cfg = None
+            self.eos_ids = set(stop_token_ids(self.llm.get_tokenizer(), gen_cfg))
         elif backend == "hf":
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).train(False)
             tok = AutoTokenizer.from_pretrained(model)
-            eos = self.model.generation_config.eos_token_id
-            self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
-            self.eos_ids.discard(None)
+            self.eos_ids = set(stop_token_ids(tok, self.model.generation_config))
             self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         else:
             raise ValueError(f"unknown generation backend {backend!r}; use auto, vllm or hf")
@@ -99,7 +106,8 @@ class Generator:
         from vllm.inputs import TokensPrompt
 
         params = [SamplingParams(max_tokens=min(max_new_tokens, self.max_model_len - len(p)), temperature=temperature,
-                                 top_p=top_p, seed=s, logprobs=0, skip_special_tokens=False)
+                                 top_p=top_p, seed=s, logprobs=0, skip_special_tokens=False,
+                                 stop_token_ids=sorted(self.eos_ids))
                   for p, s in zip(prompts, seeds)]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
         result = []

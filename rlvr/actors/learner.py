@@ -194,7 +194,7 @@ class Learner:
         if values:
             batch["old_values"] = torch.cat(values)
         mask = batch["response_mask"]
-        kl = kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], self.cfg.ppo.kl_estimator) * mask
+        kl = kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], self.cfg.kl_estimator) * mask
         batch["kl"] = kl
         self._data = batch
         # diagnostic: generator logprobs (raw) vs learner's, meaningful at temperature 1
@@ -289,9 +289,10 @@ class Learner:
             m = micro["response_mask"]
             lp, ent = self._logprobs(self.policy, micro, with_entropy=True)
             loss, pm = ppo_policy_loss(lp, micro["old_logprobs"], micro["advantages"], m, clip_eps=cfg.ppo.clip_eps,
-                                       clip_eps_high=cfg.ppo.clip_eps_high, num_tokens=denom)
+                                       clip_eps_high=cfg.ppo.clip_eps_high, num_tokens=denom,
+                                       log_ratio_clip=cfg.ppo.log_ratio_clip)
             if not cfg.kl_in_reward and self.ref is not None and cfg.ppo.kl_coef > 0:
-                kl = kl_estimate(lp, micro["ref_logprobs"], cfg.ppo.kl_estimator)
+                kl = kl_estimate(lp, micro["ref_logprobs"], cfg.kl_estimator)
                 loss = loss + cfg.ppo.kl_coef * aggregate_loss(kl, m, num_tokens=denom)
             self.policy.backward(loss, scale_wrt_gas=False)
             norm = _pre_step_grad_norm(self.policy, norm)

@@ -24,12 +24,17 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, *, num_tokens: f
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                     mask: torch.Tensor, *, clip_eps: float = 0.2, clip_eps_high: float | None = None,
-                    num_tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    num_tokens: float | None = None, log_ratio_clip: float = 20.0
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate: max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps_high)). All [B, T] -> scalar.
 
-    `clip_eps_high` (DAPO's clip-higher) defaults to `clip_eps`."""
+    `clip_eps_high` (DAPO's clip-higher) defaults to `clip_eps`. log(ratio) is clamped to +-`log_ratio_clip`
+    before exp() (as OpenRLHF does): a token whose probability moved by e^100 would otherwise give an inf ratio and
+    NaN gradients for the whole batch. Clamped tokens get no gradient through the ratio; their share is reported
+    as `policy/log_ratio_clamped_frac`."""
     high = clip_eps if clip_eps_high is None else clip_eps_high
-    log_ratio = logprobs - old_logprobs
+    raw_log_ratio = logprobs - old_logprobs
+    log_ratio = raw_log_ratio.clamp(-log_ratio_clip, log_ratio_clip)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
@@ -40,6 +45,7 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
             "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
             "policy/approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
             "policy/ratio_mean": masked_mean(ratio, mask).item(),
+            "policy/log_ratio_clamped_frac": masked_mean((raw_log_ratio.abs() > log_ratio_clip).float(), mask).item(),
         }
     return loss, metrics
 

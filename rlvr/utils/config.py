@@ -7,6 +7,7 @@ problem, each naming the dotted key path and where the bad value came from (the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,15 +108,20 @@ def validate_config(cls: type[C], data: Mapping[str, Any], *, source: str = "<di
         lines = []
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+            msg = e["msg"]
+            # a cross-field validator names the key it rejects: "Value error, ppo.kl_estimator: ..."
+            named = re.match(r"(?:Value error, )?([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+): (.*)", msg, re.S) \
+                if not e["loc"] else None
+            if named:
+                key, msg = named.group(1), named.group(2)
             origin = next((f"override {t!r}" for k, t in override_sources.items()
                            if key == k or key.startswith(k + ".")), source)
-            msg = e["msg"]
             if e["type"] == "extra_forbidden":
                 known = _field_names(cls, e["loc"][:-1])
                 msg = "unknown key" + (f" (known keys here: {', '.join(known)})" if known else "")
             elif e["type"] == "missing":
                 msg = "required value is missing"
-            else:
+            elif not named:
                 msg = f"{msg} (got {e.get('input')!r})"
             lines.append(f"  {key}: {msg}  [from {origin}]")
         raise ConfigError(f"invalid {cls.__name__} config:\n" + "\n".join(lines)) from None
