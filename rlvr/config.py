@@ -73,7 +73,8 @@ class PPOConfig(FrozenConfig):
 
 class RewardsConfig(FrozenConfig):
     verified_reward: float = Field(10.0, description="reward for a verified answer (x the score in [0, 1])")
-    no_eos_penalty: float = Field(-10.0, description="replaces the reward of a response cut off without EOS")
+    no_eos_penalty: float | None = Field(-10.0, description="replaces the reward of a response cut off without "
+                                                          "EOS; null: cut-off responses keep their verified reward")
     num_workers: int = Field(2, ge=1, description="killable verifier worker processes")
     timeout_s: float = Field(5.0, gt=0, description="per-response verifier time limit")
     max_error_fraction: float = Field(0.5, ge=0, le=1, description="stop when more of a batch errors/times out")

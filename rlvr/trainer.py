@@ -213,10 +213,10 @@ class RLVRTrainer:
                                      "learner prepare")
         seq_kl = [k for p in prepared for k in p["seq_kl"]]
         adv_shards = [None] * W
+        shaped = sequence_rewards(torch.tensor(scores), torch.tensor(finished),
+                                  verified_reward=cfg.rewards.verified_reward, no_eos_penalty=cfg.rewards.no_eos_penalty)
         if not cfg.use_critic:
-            seq_r = sequence_rewards(torch.tensor(scores), torch.tensor(finished),
-                                     verified_reward=cfg.rewards.verified_reward,
-                                     no_eos_penalty=cfg.rewards.no_eos_penalty)
+            seq_r = shaped
             if cfg.kl_in_reward:
                 seq_r = seq_r - cfg.ppo.kl_coef * torch.tensor(seq_kl)
             adv = group_advantages(seq_r, G, estimator=cfg.algorithm, std_normalize=cfg.ppo.grpo_std_normalize)
@@ -237,8 +237,7 @@ class RLVRTrainer:
         all_tokens = resp_tokens + sum(len(r["prompt_ids"]) for r in reqs)
         gaps = [g for p in prepared for g in p["logprob_gap"]]
         metrics.update({
-            "reward/shaped_mean": (sum(cfg.rewards.verified_reward * s if f else cfg.rewards.no_eos_penalty
-                                       for s, f in zip(scores, finished)) / len(scores)),
+            "reward/shaped_mean": shaped.mean().item(),
             "kl/sequence_mean": sum(seq_kl) / len(seq_kl),
             "response/length_mean": resp_tokens / len(reqs),
             "response/finished_fraction": sum(finished) / len(finished),

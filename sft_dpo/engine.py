@@ -27,7 +27,7 @@ log = get_logger(__name__)
 class OptimConfig(FrozenConfig):
     """Optimiser, schedule and batch shape of one trainer."""
 
-    lr: float = Field(1e-5, gt=0, description="peak learning rate")
+    lr: float = Field(1e-5, ge=0, description="peak learning rate (0: a frozen run, the control for learning tests)")
     per_device_batch_size: int = Field(1, ge=1, description="micro-batch size per rank")
     gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimiser step")
     weight_decay: float = Field(0.0, ge=0)

@@ -12,14 +12,17 @@ import torch
 
 
 def sequence_rewards(verifier_scores: torch.Tensor, finished: torch.Tensor, *, verified_reward: float = 10.0,
-                     no_eos_penalty: float = -10.0) -> torch.Tensor:
-    """Per-sequence reward. verifier_scores [B] float, finished [B] bool (ended with EOS) -> [B]."""
+                     no_eos_penalty: float | None = -10.0) -> torch.Tensor:
+    """Per-sequence reward. verifier_scores [B] float, finished [B] bool (ended with EOS) -> [B].
+    `no_eos_penalty=None` keeps the verification reward of cut-off responses (TRL's default behaviour)."""
     scored = verified_reward * verifier_scores.float()
+    if no_eos_penalty is None:
+        return scored
     return torch.where(finished.bool(), scored, torch.full_like(scored, no_eos_penalty))
 
 
 def shape_token_rewards(verifier_scores: torch.Tensor, finished: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
-                        *, verified_reward: float = 10.0, no_eos_penalty: float = -10.0,
+                        *, verified_reward: float = 10.0, no_eos_penalty: float | None = -10.0,
                         kl_coef: float = 0.05) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level PPO rewards. verifier_scores [B], finished [B], kl [B, T], mask [B, T] -> ([B, T], metrics).
 
