@@ -130,3 +130,6 @@ def verify_math(response: str, ground_truth: str, *, prompt: str | None = None) 
     if outcome.status == "error" and outcome.message.startswith("ValueError: MATH ground truth"):
         raise ValueError(outcome.message.removeprefix("ValueError: "))
     return Score(0.0, f"math-verify {outcome.status}: {outcome.message}")
+
+
+verify_math.warm_up = _warm_up  # type: ignore[attr-defined]  # run once per scoring worker, outside time limits

@@ -75,10 +75,18 @@ class _LazyEntryPoint:
         self.ep = ep
         self._fn: Verifier | None = None
 
-    def __call__(self, response, ground_truth, *, prompt=None):
+    def load(self) -> Verifier:
         if self._fn is None:
             self._fn = resolve_callable(self.ep.value, origin=f"entry point {self.ep.name!r}")
-        return self._fn(response, ground_truth, prompt=prompt)
+        return self._fn
+
+    @property
+    def warm_up(self):
+        """The plug-in's own `warm_up` attribute, once it is loaded (not loaded just to ask)."""
+        return getattr(self._fn, "warm_up", None)
+
+    def __call__(self, response, ground_truth, *, prompt=None):
+        return self.load()(response, ground_truth, prompt=prompt)
 
 
 def resolve_callable(spec: str, *, origin: str = "") -> Callable:
@@ -115,6 +123,15 @@ def get_verifier(name: str) -> Verifier:
             f"unknown verifier {name!r}; known: {', '.join(known_verifiers())} "
             "(or give 'package.module:function')"
         ) from None
+
+
+def load_verifier(name: str) -> Verifier:
+    """`get_verifier`, and for an entry-point plug-in also import it now: set-up code uses this so that a broken
+    plug-in fails at start-up with UnknownVerifierError instead of on every call."""
+    fn = get_verifier(name)
+    if isinstance(fn, _LazyEntryPoint):
+        fn.load()
+    return fn
 
 
 def known_verifiers() -> list[str]:

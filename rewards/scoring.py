@@ -15,7 +15,11 @@ The sample's value is the weighted SUM of its verifiers' values (`weights[name]`
 convention), its reason the verifiers' reasons joined.
 
 Every verifier call runs in a `rewards.bounded.BoundedPool` worker, bounded by `timeout_s` (default: the pool's;
-the shared default pool uses $RLVR_REWARD_TIMEOUT_S, else 5 s). Failures never raise and never vanish
+the shared default pool uses $RLVR_REWARD_TIMEOUT_S, else 5 s). A verifier's heavy dependencies load only where it
+is used: its `warm_up` attribute (MATH: math-verify and sympy; IFEval: NLTK and langdetect data) runs once per
+worker before that worker's first call of it, outside the call's limit, so GSM8K-only scoring never imports
+math-verify. Verifiers must live in importable modules (workers never re-run the script `__main__`).
+Failures never raise and never vanish
 (RELIABILITY.md items 4-5):
 - a verifier that raises, returns NaN/inf, or returns something that is neither a Score nor a real number, a
   crashed worker, or a malformed row (dataset list not aligned with its ground truths): that call scores 0 with
@@ -36,7 +40,7 @@ from typing import Any
 
 from rewards.base import Score
 from rewards.bounded import BoundedPool, Outcome, default_workers, in_worker
-from rewards.registry import UnknownVerifierError, get_verifier, known_verifiers
+from rewards.registry import UnknownVerifierError, get_verifier, known_verifiers, load_verifier
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_MB = 4096
@@ -101,36 +105,64 @@ def check_error_budget(batch: BatchScores, max_error_fraction: float) -> None:
         )
 
 
-def resolve_verifiers(names) -> dict[str, Any]:
-    """Look up every distinct verifier name (strings or lists of strings); UnknownVerifierError on the first bad one."""
+def resolve_verifiers(names, *, load: bool = False) -> dict[str, Any]:
+    """Look up every distinct verifier name (strings or lists of strings); UnknownVerifierError on the first bad one.
+
+    A verifier defined in the running script (`__main__`) is refused: pool workers never re-run that script, so
+    they could not load it. `load=True` also imports plug-ins registered by entry point now (set-up time), so a
+    broken one fails here rather than on its first call."""
     out: dict[str, Any] = {}
     for entry in names:
         for name in [entry] if isinstance(entry, str) else entry:
             key = str(name).lower()
             if key not in out:
-                out[key] = get_verifier(str(name))
+                fn = load_verifier(str(name)) if load else get_verifier(str(name))
+                _refuse_main(str(name), fn)
+                out[key] = fn
     return out
 
 
+def _refuse_main(name: str, fn: Any) -> None:
+    target = getattr(fn, "func", fn)  # functools.partial
+    if getattr(target, "__module__", None) == "__main__":
+        raise UnknownVerifierError(
+            f"verifier {name!r} is defined in the script being run (__main__); scoring runs in worker processes "
+            "that do not re-run that script, so move the verifier into a module and import it from there")
+
+
 def warm_up_worker(names: Sequence[str] | None = None) -> None:
-    """Scoring-worker initializer: load built-in verifiers, and math-verify (~1 s of imports) unless `names` is
-    given and none of them is the MATH verifier, so no task's time limit pays for imports."""
+    """Scoring-worker initializer: load the registry (built-ins and plug-in entry points), and when `names` is
+    given, run those verifiers' warm-ups now (their `warm_up` attribute: math-verify's imports for MATH, NLTK and
+    langdetect data for IFEval). Without `names`, heavy dependencies load on the first task that needs them, as a
+    per-task warm-up outside that task's time limit (see `score_batch`)."""
     known_verifiers()
-    from rewards.math import _warm_up as warm_math
-    from rewards.math import verify_math
-
-    def is_math(name: str) -> bool:
+    done = set()
+    for name in names or ():
         try:
-            return get_verifier(name) is verify_math
+            warm = getattr(get_verifier(name), "warm_up", None)
         except UnknownVerifierError:  # registered by decorator in a module this worker has not imported yet
-            return False
+            continue
+        if warm is not None and warm not in done:
+            warm()
+            done.add(warm)
 
-    if names is None or any(is_math(n) for n in names):
-        warm_math()
-    if names is None or any(n.lower().startswith("ifeval") for n in names):
-        from rewards.ifeval import warm_up as warm_ifeval
 
-        warm_ifeval()  # NLTK punkt parameters and langdetect profiles: ~1-2 s, not charged to a task's limit
+def check_environment() -> dict[str, float]:
+    """Validate the scoring environment variables now (trainer adapters call this when they are set up), so a
+    bad value fails at start-up instead of on every reward call. Returns the parsed values."""
+    specs = {"RLVR_REWARD_TIMEOUT_S": (float, DEFAULT_TIMEOUT_S, 0.0), "RLVR_REWARD_WORKERS": (int, 1, 1),
+             "RLVR_VERIFIER_MEMORY_MB": (int, DEFAULT_MEMORY_MB, 0), "RLVR_MATH_TIMEOUT_S": (float, 5.0, 0.0)}
+    values: dict[str, float] = {}
+    for var, (kind, default, low) in specs.items():
+        raw = os.environ.get(var)
+        try:
+            value = kind(raw) if raw not in (None, "") else default
+        except ValueError:
+            raise ValueError(f"${var}={raw!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not math.isfinite(value) or value < low or (kind is float and value == 0):
+            raise ValueError(f"${var}={raw!r} must be {'> 0' if kind is float else f'>= {low}'}")
+        values[var] = value
+    return values
 
 
 def scoring_pool() -> BoundedPool:
@@ -139,8 +171,8 @@ def scoring_pool() -> BoundedPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            timeout_s = float(os.environ.get("RLVR_REWARD_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-            memory = int(os.environ.get("RLVR_VERIFIER_MEMORY_MB", DEFAULT_MEMORY_MB))
+            env = check_environment()
+            timeout_s, memory = env["RLVR_REWARD_TIMEOUT_S"], int(env["RLVR_VERIFIER_MEMORY_MB"])
             _pool = BoundedPool(default_workers(), timeout_s, memory_limit_mb=memory or None,
                                 initializer=warm_up_worker, max_tasks_per_worker=10_000)
         return _pool
@@ -190,16 +222,19 @@ def score_batch(responses: Sequence[Any], ground_truths: Sequence[Any], datasets
             row_errors[i] = err
     verifiers = resolve_verifiers(name for calls in row_calls for name, _ in calls)
 
-    tasks, owners = [], []  # one task per (row, verifier) call
+    tasks, owners, warm_ups = [], [], []  # one task per (row, verifier) call
     for i, calls in enumerate(row_calls):
         prompt = None if prompts is None else prompts[i]
         for name, gt in calls:
             tasks.append((verifiers[name], responses[i], gt, prompt))
             owners.append((i, name))
+            warm_ups.append(getattr(verifiers[name], "warm_up", None))
     if in_worker():  # already bounded from outside: don't nest pools
         outcomes = [_inline(args) for args in tasks]
+    elif tasks:
+        outcomes = (pool or scoring_pool()).map(run_verifier, tasks, timeout_s=timeout_s, warm_ups=warm_ups)
     else:
-        outcomes = (pool or scoring_pool()).map(run_verifier, tasks, timeout_s=timeout_s) if tasks else []
+        outcomes = []
 
     totals = [0.0] * n
     reasons: list[list[str]] = [[] for _ in range(n)]

@@ -189,6 +189,7 @@ def make_verifier(config: IFEvalConfig, name: str = "ifeval"):
     verifier.__name__ = verifier.__qualname__ = name
     verifier.__doc__ = f"IFEval verifier with {config}."
     verifier.config = config  # type: ignore[attr-defined]
+    verifier.warm_up = warm_up  # type: ignore[attr-defined]  # NLTK/langdetect data, once per scoring worker
     return verifier
 
 

@@ -53,3 +53,10 @@ def parent_cannot_unpickle():
     mod.Thing = type("Thing", (), {"__module__": "only_in_worker_xyz"})
     sys.modules["only_in_worker_xyz"] = mod
     return mod.Thing()
+
+
+def loaded_modules(names):
+    """Which of `names` this worker has imported."""
+    import sys
+
+    return sorted(n for n in names if n in sys.modules)
