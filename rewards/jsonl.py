@@ -8,10 +8,16 @@ from pathlib import Path
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, row) pairs, blank lines skipped; a bad line raises ValueError naming file and line."""
+    """(line number, row) pairs, blank lines skipped; a bad line (not UTF-8, not JSON, not an object) raises
+    ValueError naming file and line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                 f"{err.start + 1})") from None
             if not line.strip():
                 continue
             try:

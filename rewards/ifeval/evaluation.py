@@ -134,12 +134,14 @@ class PromptIndex:
 
     def __init__(self, path: str | Path):
         self.path = path
+        self.rows: list[dict] = []  # in file order
         self.by_key: dict[Any, dict] = {}
         self.by_prompt: dict[str, dict] = {}
         for lineno, row in read_jsonl(path):
             missing = [f for f in ("prompt", "instruction_id_list", "kwargs") if f not in row]
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
+            self.rows.append(row)
             if "key" in row:
                 self.by_key[row["key"]] = row
             self.by_prompt[row["prompt"]] = row

@@ -86,8 +86,11 @@ def test_dataset_field_and_unknown_verifier(tmp_path, capsys):
 
 
 def test_timeouts_are_reported(tmp_path, capsys):
-    src = _write_jsonl(tmp_path / "hang.jsonl", [{"response": "x", "ground_truth": "1"}])
-    assert main(["verify", "--verifier", "test_hangs", "--input", str(src), "--timeout", "1"]) == 0
+    src = _write_jsonl(tmp_path / "hang.jsonl", [
+        {"response": "x", "ground_truth": "1", "dataset": "test_hangs"},
+        {"response": "#### 1", "ground_truth": "1", "dataset": "gsm8k"},
+    ])
+    assert main(["verify", "--dataset-field", "dataset", "--input", str(src), "--timeout", "1"]) == 0
     printed = capsys.readouterr().out
     assert "timeouts: 1" in printed and "1  timeout" in printed
 
@@ -97,3 +100,109 @@ def test_report_hook(tmp_path, capsys, monkeypatch):
     src = _write_jsonl(tmp_path / "h.jsonl", [{"response": "a", "ground_truth": "1"}] * 4)
     assert main(["verify", "--verifier", "test_half", "--input", str(src), "--half-bonus", "1"]) == 0
     assert "half_total_plus_bonus: 3.0000" in capsys.readouterr().out
+
+
+# --- run-level errors: one line, exit 2; all rows failed: exit 1 ------------------------------------------------
+def test_field_missing_in_every_row_names_the_fields_that_exist(shared_data, capsys):
+    """The README's example on GSM8K's own file used to print 1,319 'skipped' lines and exit 0."""
+    code = main(["verify", "--verifier", "gsm8k", "--input", str(shared_data / "gsm8k" / "test.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "skipped" not in err
+    assert "has the field 'response' (--response-field); the rows' fields are: answer, question" in err
+
+
+def test_missing_label_field_everywhere(tmp_path, capsys):
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "#### 1", "gold": "1"}] * 3)
+    assert main(["verify", "--verifier", "gsm8k", "--input", str(src)]) == 2
+    assert "field 'ground_truth' (--label-field); the rows' fields are: gold, response" in capsys.readouterr().err
+
+
+def test_non_utf8_line_is_one_line_with_file_and_line(tmp_path, capsys):
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes(b'{"response": "#### 4", "ground_truth": "4"}\n{"response": "\xff #### 4", "ground_truth": "4"}\n')
+    assert main(["verify", "--verifier", "gsm8k", "--input", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{src}:2: not UTF-8 text (byte 0xff at column 15)" in err
+
+
+@pytest.mark.parametrize("option, value", [("--timeout", "0"), ("--workers", "0"), ("--timeout", "-1"),
+                                           ("--workers", "two")])
+def test_bad_numbers_are_usage_errors(tmp_path, capsys, option, value):
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "#### 1", "ground_truth": "1"}])
+    with pytest.raises(SystemExit) as exc:
+        main(["verify", "--verifier", "gsm8k", "--input", str(src), option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and "Traceback" not in err
+
+
+def test_every_row_failing_exits_1(tmp_path, capsys):
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "x", "ground_truth": "1"}] * 3)
+    assert main(["verify", "--verifier", "test_raises", "--input", str(src)]) == 1
+    assert "errors: 3" in capsys.readouterr().out
+
+
+def test_broken_entry_point_fails_at_set_up(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from rewards import registry
+
+    registry.known_verifiers()
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    monkeypatch.setattr(registry, "_loaded", False)
+    dist = tmp_path / "broken_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[rlvr.verifiers]\nbroken_ep = no_such_module_abc:fn\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "x", "ground_truth": "1"}])
+    assert main(["verify", "--verifier", "broken_ep", "--input", str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import module 'no_such_module_abc'" in err and "entry point 'broken_ep'" in err
+
+
+def test_closed_output_pipe_is_one_line(tmp_path):
+    """`rlvr verify ... | head -1`: the reader goes away before the summary is written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "#### 1", "ground_truth": "1"}] * 4)
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "rewards", "--verifier", "gsm8k", "--input", str(src)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repo, text=True)
+    proc.stdout.close()  # no reader: the first write (or the flush) gets EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert err.strip() == "rlvr-verify: output closed early (broken pipe); --out files, if any, are complete"
+
+
+# --- plug-ins from the command line ----------------------------------------------------------------------------
+def test_import_option_makes_decorator_plugins_usable(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_checks_mod.py").write_text(
+        "from rewards import Score, register\n\n"
+        "@register('shouts')\n"
+        "def shouts(response, ground_truth, *, prompt=None):\n"
+        "    return Score(float(response.isupper()), 'upper' if response.isupper() else 'not upper')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "HI", "ground_truth": ""}, {"response": "hi", "ground_truth": ""}])
+    assert main(["verify", "--verifier", "shouts", "--input", str(src)]) == 2
+    assert "unknown verifier 'shouts'" in capsys.readouterr().err
+    assert main(["verify", "--import", "my_checks_mod", "--verifier", "shouts", "--input", str(src)]) == 0
+    assert "score: 1 / 2" in capsys.readouterr().out
+    assert main(["verify", "--import", "no_such_mod_xyz", "--verifier", "gsm8k", "--input", str(src)]) == 2
+    assert "--import no_such_mod_xyz: No module named 'no_such_mod_xyz'" in capsys.readouterr().err
+
+
+def test_light_entry_points_run_the_same_command(tmp_path, capsys):
+    from rewards.cli import main as light_main
+
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "#### 1", "ground_truth": "1"}])
+    assert light_main(["--verifier", "gsm8k", "--input", str(src)]) == 0
+    assert "score: 1 / 1" in capsys.readouterr().out
+    assert light_main(["--verifier", "gsm8k", "--input", str(tmp_path / "nope.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith("rlvr-verify: error: input file")
