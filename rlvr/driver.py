@@ -9,8 +9,13 @@ The job's runtime environment must have this package and its dependencies import
 into the cluster's Python, or pass `--runtime-env-json '{"pip": [...]}'`); `--working-dir .` ships the configs.
 Relative paths in the config (output_dir, data files) resolve against the job's working directory.
 
-Exit codes: 0 success; 1 the run stopped (actor died, weight sync failed, reward error budget exceeded — the
-message says which, the last checkpoint is intact); 2 bad config or data.
+On a cluster of several nodes: learners and generators go wherever Ray places them; the learners' group and the
+weight-sync group meet at learner rank 0's node address, and output_dir must be a folder every node shares
+(checked at start). See docs/ray_job.md.
+
+Exit codes: 0 success; 1 the run could not start (actors not placed, a group not formed within
+resources.startup_timeout_s) or stopped (actor or node lost, weight sync failed, reward error budget exceeded —
+the message says which, the last checkpoint is intact); 2 bad config or data.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ def connect_ray(cfg: RLVRConfig) -> bool:
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        log.info("connected to Ray at %s", os.environ["RAY_ADDRESS"])
+        nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+        log.info("connected to Ray at %s: %d node(s) %s; this driver on %s", os.environ["RAY_ADDRESS"], len(nodes),
+                 nodes, ray.util.get_node_ip_address())
         return False
     num_cpus = cfg.resources.ray_num_cpus or max(_ray_cpus_needed(cfg), os.cpu_count() or 1)
     ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
@@ -83,23 +90,35 @@ def summary_table(result: TrainResult, history: list[dict]) -> str:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
+    def interval(h):
+        text = fmt(h["eval/reward/mean"])
+        if "eval/reward/mean_ci95_low" in h:
+            text += f" [{h['eval/reward/mean_ci95_low']:.2f}, {h['eval/reward/mean_ci95_high']:.2f}]"
+        return text
+
     rows = []
     start = next((h for h in history if h["step"] == 0), {})
     history = [h for h in history if h["step"] > 0]
+    held_out = None
     if "eval/reward/mean" in start and history and "eval/reward/mean" in history[-1]:
-        rows.append(("eval/reward/mean (before -> after)", fmt(start["eval/reward/mean"]),
-                     fmt(history[-1]["eval/reward/mean"])))
+        end = history[-1]
+        n = end.get("eval/prompts")
+        held_out = (f"held-out reward (greedy{f', {n:g} prompts' if n else ''}; 95% interval): "
+                    f"{interval(start)} -> {interval(end)}")
     if history:
         first, last = history[0], history[-1]
         for key in ("reward/mean", "eval/reward/mean", "response/length_mean", "response/finished_fraction",
                     "kl/sequence_mean", "policy/loss", "time/step_s"):
             if key in last:
-                rows.append((key, fmt(first.get(key, "")), fmt(last[key])))
+                begin = start if key.startswith("eval/") and key in start else first
+                rows.append((key, fmt(begin.get(key, "")), fmt(last[key])))
     width = max([len(r[0]) for r in rows] + [20])
     lines = [f"{'metric':<{width}}  {'start':>12}  {'end':>12}"]
     lines += [f"{k:<{width}}  {a:>12}  {b:>12}" for k, a, b in rows]
+    if held_out:
+        lines.append(held_out)
     lines += [f"steps: {result.steps}", f"final model: {result.model_dir}",
-              f"metrics: {result.output_dir / 'metrics.jsonl'}"]
+              f"metrics: {result.output_dir / 'metrics.jsonl'}", f"curves: {result.output_dir / 'curves.png'}"]
     return "\n".join(lines)
 
 
@@ -112,7 +131,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     from rewards.registry import UnknownVerifierError
-    from rlvr.actors.group import ActorFailure
+    from rlvr.actors.group import ActorFailure, StartupError
     from rlvr.data.prompts import PromptDataError
     from rlvr.trainer import TrainingStopped
     from rlvr.utils.metrics import read_metrics
@@ -128,6 +147,9 @@ def cli_main(args: argparse.Namespace) -> int:
     except (ConfigError, PromptDataError, UnknownVerifierError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StartupError as err:
+        print(f"error: the run could not start: {err}", file=sys.stderr)
+        return 1
     except (ActorFailure, TrainingStopped, WeightSyncError) as err:
         print(f"error: the run stopped: {err}", file=sys.stderr)
         return 1

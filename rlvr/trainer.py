@@ -21,15 +21,23 @@ from typing import Any
 
 import torch
 
-from rlvr.actors.group import ActorFailure, LearnerGroup, colocated_placement_group, get_all, start_generators
+from rlvr.actors.group import (
+    ActorFailure,
+    GeneratorGroup,
+    LearnerGroup,
+    check_shared_folder,
+    colocated_placement_group,
+    confirm_checkpoint_parts,
+)
 from rlvr.algorithms import group_advantages, sequence_rewards
 from rlvr.config import RLVRConfig
 from rlvr.utils.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
 from rlvr.utils.config import config_to_dict, save_config
 from rlvr.utils.logging import get_logger
-from rlvr.utils.metrics import MetricsLogger
+from rlvr.utils.metrics import MetricsLogger, mean_ci95
+from rlvr.utils.plots import plot_curves
 from rlvr.utils.run import TrainResult
-from rlvr.weight_sync import PROBE_MESSAGES, WeightSync
+from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
 
 log = get_logger(__name__)
 
@@ -64,7 +72,7 @@ class RLVRTrainer:
         from rlvr.data.prompts import PromptSampler, load_prompts
 
         self.cfg = cfg
-        self.out = Path(cfg.output_dir)
+        self.out = Path(cfg.output_dir).resolve()  # actors on other nodes get absolute paths
         self.out.mkdir(parents=True, exist_ok=True)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
         d = cfg.data
@@ -82,7 +90,8 @@ class RLVRTrainer:
         self.ckpt = CheckpointManager(self.out / "checkpoints", keep_last=cfg.train.keep_last)
         self._prompt_cache: dict[str, list[int]] = {}
         self.learners: LearnerGroup | None = None
-        self.generators: list = []
+        self.generators: GeneratorGroup | None = None
+        self._placement_group = None
         self.step = 0
 
     # ---- set-up ----
@@ -93,40 +102,50 @@ class RLVRTrainer:
         return self._prompt_cache[row.id]
 
     def start_actors(self) -> None:
+        """Place the learner ranks and the generators, form their groups, pick the weight-sync transport. Each
+        stage is bounded by resources.startup_timeout_s (loading models by call_timeout_s); actors.json records
+        who runs where."""
         cfg, res, gen = self.cfg, self.cfg.resources, self.cfg.generation
-        timeout = res.call_timeout_s
-        pg = None
+        W = cfg.dist.world_size
         if res.colocate:
-            pg = colocated_placement_group(cfg.dist.world_size, {"CPU": res.learner_num_cpus, "GPU": res.learner_num_gpus},
-                                           gen.num_generators, {"CPU": gen.num_cpus, "GPU": gen.num_gpus})
-        self.learners = LearnerGroup(config_to_dict(cfg), world_size=cfg.dist.world_size,
-                                     num_cpus=res.learner_num_cpus, num_gpus=res.learner_num_gpus,
-                                     threads=cfg.engine.num_threads or 1, master_addr=cfg.dist.master_addr,
-                                     timeout_s=timeout, placement_group=pg)
-        self.generators, infos = start_generators(cfg.model, gen, count=gen.num_generators,
-                                                  max_model_len=cfg.max_model_len, seed=cfg.seed, timeout_s=timeout,
-                                                  placement_group=pg, bundle_offset=cfg.dist.world_size)
-        self.gen_names = [f"generator {i} (pid {info['pid']})" for i, info in enumerate(infos)]
-        actors = {"learners": self.learners.infos, "generators": infos}
+            self._placement_group = colocated_placement_group(
+                W, {"CPU": res.learner_num_cpus, "GPU": res.learner_num_gpus}, gen.num_generators,
+                {"CPU": gen.num_cpus, "GPU": gen.num_gpus}, timeout_s=res.startup_timeout_s)
+        self.learners = LearnerGroup(config_to_dict(cfg), world_size=W, num_cpus=res.learner_num_cpus,
+                                     num_gpus=res.learner_num_gpus, threads=cfg.engine.num_threads or 1,
+                                     timeout_s=res.call_timeout_s, startup_timeout_s=res.startup_timeout_s,
+                                     master_addr=cfg.dist.master_addr, master_port=cfg.dist.master_port,
+                                     placement_group=self._placement_group)
+        check_shared_folder(self.out, self.learners, timeout_s=res.startup_timeout_s)
+        self.learners.build()
+        self.generators = GeneratorGroup(cfg.model, gen, count=gen.num_generators, max_model_len=cfg.max_model_len,
+                                         seed=cfg.seed, timeout_s=res.call_timeout_s,
+                                         startup_timeout_s=res.startup_timeout_s,
+                                         placement_group=self._placement_group, bundle_offset=W)
+        transport = choose_transport(cfg.weight_sync.transport, self.learners.infos[0], self.generators.infos)
+        actors = {"learners": self.learners.infos, "generators": self.generators.infos, "weight_sync": transport,
+                  "rendezvous": f"{self.learners.master_addr}:{self.learners.master_port}"}
         (self.out / "actors.json").write_text(json.dumps(actors, indent=1))
-        transport = cfg.weight_sync.transport
-        if transport == "auto":
-            transport = "nccl" if self.learners.infos[0]["device"] == "cuda" else "object_store"
         probe = self.tokenizer(self.tokenizer.apply_chat_template(PROBE_MESSAGES, tokenize=False,
                                                                   add_generation_prompt=True),
                                add_special_tokens=False)["input_ids"]
         self.sync = WeightSync(self.learners, self.generators, transport=transport,
                                timeout_s=cfg.weight_sync.timeout_s, tolerance=cfg.weight_sync.tolerance,
-                               probe_prompt=probe, master_addr=cfg.dist.master_addr,
-                               generator_names=self.gen_names)
-        log.info("actors: %d learner rank(s) %s, %d generator(s) %s; weight sync %s", cfg.dist.world_size,
-                 [i["pid"] for i in self.learners.infos], len(infos), [i["pid"] for i in infos], transport)
+                               probe_prompt=probe, startup_timeout_s=res.startup_timeout_s,
+                               master_addr=cfg.dist.master_addr)
+        self.sync.connect()
+        log.info("actors: %s; %s; weight sync %s", ", ".join(self.learners.names), ", ".join(self.generators.names),
+                 transport)
 
     def stop_actors(self) -> None:
-        import ray
+        for group in (self.generators, self.learners):
+            if group is not None:
+                group.kill()
+        if self._placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
 
-        for a in (self.learners.actors if self.learners else []) + self.generators:
-            ray.kill(a, no_restart=True)
+            remove_placement_group(self._placement_group)
+            self._placement_group = None
         self.pool.close()
 
     # ---- checkpoints ----
@@ -150,6 +169,7 @@ class RLVRTrainer:
     def save(self) -> Path:
         path = self.ckpt.begin(self.step)
         self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
+        confirm_checkpoint_parts(path, self.learners, timeout_s=self.cfg.resources.startup_timeout_s)
         torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state()},
                    path / "trainer_state.pt")
         save_config(self.cfg, path / "config.yaml")
@@ -162,14 +182,15 @@ class RLVRTrainer:
             ids = self.prompt_ids(row)
             for k in range(samples):
                 reqs.append({"row": row, "prompt_ids": ids, "seed": request_seed(self.cfg.seed, step, p, k, kind)})
-        shards = _chunks(reqs, len(self.generators))
+        gens, max_new = self.generators, self.cfg.rollout.max_new_tokens
+        shards = _chunks(reqs, len(gens))
         used = [i for i, shard in enumerate(shards) if shard]
-        refs = [self.generators[i].generate.remote(
-            [r["prompt_ids"] for r in shards[i]], [r["seed"] for r in shards[i]],
-            max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=temperature,
-            top_p=self.cfg.rollout.top_p if kind == "train" else 1.0) for i in used]
-        outs = get_all(refs, timeout_s=self.cfg.resources.call_timeout_s, what="generation",
-                       names=[self.gen_names[i] for i in used])
+        refs = [gens.actors[i].generate.remote(
+            [r["prompt_ids"] for r in shards[i]], [r["seed"] for r in shards[i]], max_new_tokens=max_new,
+            temperature=temperature, top_p=self.cfg.rollout.top_p if kind == "train" else 1.0) for i in used]
+        timeout = self.cfg.resources.generation_timeout_s(max_new, max(len(s) for s in shards),
+                                                          self.cfg.generation.max_num_seqs)
+        outs = gens.get(refs, "generation", ranks=used, timeout_s=timeout)
         rollouts = [r for shard in outs for r in shard]
         for req, ro in zip(reqs, rollouts):
             req.update(response_ids=ro.response_ids, logprobs=ro.logprobs, finished=ro.finish_reason == "stop")
@@ -261,6 +282,9 @@ class RLVRTrainer:
                              kind="eval")
         batch = self.score(reqs, enforce_budget=False)
         out = batch.metrics("eval/reward")
+        _, low, high = mean_ci95(list(batch.values))
+        out.update({"eval/reward/mean_ci95_low": low, "eval/reward/mean_ci95_high": high,
+                    "eval/prompts": len(reqs)})
         out["eval/finished_fraction"] = sum(r["finished"] for r in reqs) / len(reqs)
         out["eval/length_mean"] = sum(len(r["response_ids"]) for r in reqs) / len(reqs)
         out["time/eval_s"] = time.perf_counter() - t0
@@ -292,6 +316,7 @@ class RLVRTrainer:
                 history.append(metrics)
                 if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
                     self.save()
+                    plot_curves(self.out)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", s_per_step=f"{metrics['time/step_s']:.1f}")

@@ -37,6 +37,7 @@ from rlvr.utils.config import FrozenConfig, save_config
 from rlvr.utils.device import DeviceInfo
 from rlvr.utils.logging import get_logger
 from rlvr.utils.metrics import MetricsLogger
+from rlvr.utils.plots import plot_curves
 from rlvr.utils.run import TrainResult
 from rlvr.utils.tokens import set_stop_tokens
 from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
@@ -341,3 +342,4 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
     finally:
         if metrics_log is not None:
             metrics_log.close()
+            plot_curves(ctx.out, title=f"{objective.name}: {ctx.out}")

@@ -13,6 +13,8 @@ Tasks:
 - "mixed": each row is gsm8k or ifeval with equal probability.
 - "gsm8k_sft": SFT rows (`messages` = user problem + assistant worked solution ending "The answer is N."), built
   from the gsm8k templates' operands; `ground_truth` is N. The default offline SFT data (sft_dpo reads `messages`).
+- "keyword": 'Say something about T. Use the word "W".' (W in answer/the/is; IFEval keywords:existence): the
+  tiny random test model's learning task (configs/rlvr/tiny_learn.yaml).
 - "gsm8k_pref": preference rows in the Tulu 3 style, `chosen`/`rejected` = two full conversations (user problem +
   assistant reply): chosen is the correct worked solution, rejected the same solution with one arithmetic slip
   carried through to a wrong final answer. `ground_truth` is the correct answer. The default offline DPO/RM data.
@@ -32,7 +34,7 @@ import random
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-TASKS = ("gsm8k", "ifeval", "mixed", "gsm8k_sft", "gsm8k_pref", "arithmetic")
+TASKS = ("gsm8k", "ifeval", "mixed", "gsm8k_sft", "gsm8k_pref", "arithmetic", "keyword")
 SPEC_PREFIX = "procedural:"
 DEFAULT_N = 1000
 ANSWER_INSTRUCTION = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
@@ -161,6 +163,24 @@ def arithmetic_row(rng: random.Random, row_id: str) -> dict:
         "ground_truth": str(answer),
         "dataset": "gsm8k",
         "meta": {"template": "arithmetic", "operands": {"a": a, "b": b, "op": op}},
+    }
+
+
+KEYWORDS = ("answer", "the", "is")
+KEYWORD_TOPICS = ("the sea", "a cat", "numbers", "friends", "a poem", "apples", "April", "a river", "music")
+
+
+def keyword_row(rng: random.Random, row_id: str) -> dict:
+    """'Say something about T. Use the word "W".', checked by IFEval's keywords:existence. The words are common
+    enough that the tiny random test model writes one in ~15% of 16-token samples: the learning check of the RL
+    machinery (configs/rlvr/tiny_learn.yaml), not a task that teaches a real model anything."""
+    word, topic = rng.choice(KEYWORDS), rng.choice(KEYWORD_TOPICS)
+    return {
+        "id": row_id,
+        "messages": [{"role": "user", "content": f'Say something about {topic}. Use the word "{word}".'}],
+        "ground_truth": json.dumps({"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": [word]}]}),
+        "dataset": "ifeval",
+        "meta": {"task": "keyword", "word": word},
     }
 
 
@@ -482,7 +502,7 @@ def ifeval_row(rng: random.Random, row_id: str) -> dict:
 
 ROW_BUILDERS: dict[str, Callable[[random.Random, str], dict]] = {
     "gsm8k": gsm8k_row, "ifeval": ifeval_row, "gsm8k_sft": gsm8k_sft_row, "gsm8k_pref": gsm8k_pref_row,
-    "arithmetic": arithmetic_row}
+    "arithmetic": arithmetic_row, "keyword": keyword_row}
 
 
 def generate(task: str, n: int, seed: int) -> list[dict]:

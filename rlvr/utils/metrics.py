@@ -73,3 +73,20 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     if path.is_dir():
         path = path / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float, float]:
+    """Mean of per-prompt scores and a 95% interval: Wilson's score interval when every value is 0 or 1 (a
+    proportion; sound at small n and near 0/1), else mean +- 1.96 standard errors."""
+    n = len(values)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    mean = sum(values) / n
+    z = 1.96
+    if all(v in (0, 1) for v in values):
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return mean, max(0.0, centre - half), min(1.0, centre + half)
+    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
+    half = z * math.sqrt(var / n)
+    return mean, mean - half, mean + half
