@@ -9,6 +9,13 @@ TRL passes every extra dataset column as a keyword list aligned with `completion
 `dataset_column` (default "dataset"). Completions (and prompts) may be strings or conversational lists of
 `{"role", "content"}` messages; the last message's content is scored. Failed calls (error/timeout) score 0.0 and
 are logged as a warning with their count; scoring is time-bounded in the shared worker pool.
+
+Scripts without an `if __name__ == "__main__":` guard (TRL's quickstart style) work: the pool's workers are fresh
+interpreters that never re-run the script (unlike multiprocessing's spawn, which re-imports `__main__`). The
+trade-off: a verifier must live in an importable module, not in the training script itself (such a verifier is
+refused when the reward function is made). Each verifier's heavy dependencies load on its first use in a worker
+(math-verify only when a MATH row is scored), outside the call's time limit. `make_reward_func` checks the
+verifier name and the scoring environment variables when it is called, not at the first training step.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from rewards.scoring import resolve_verifiers, score_batch
+from rewards.scoring import check_environment, resolve_verifiers, score_batch
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +45,9 @@ def make_reward_func(dataset: str | None = None, *, dataset_column: str = "datas
                      ground_truth_column: str = "ground_truth", weights: dict[str, float] | None = None,
                      timeout_s: float | None = None) -> Callable[..., list[float]]:
     """A TRL reward function scoring with `dataset`'s verifier, or each row's `dataset_column` when None."""
+    check_environment()
     if dataset is not None:
-        resolve_verifiers([dataset])  # unknown name: fail now, not mid-training
+        resolve_verifiers([dataset], load=True)  # unknown or broken verifier: fail now, not mid-training
 
     def reward(prompts: list[Any], completions: list[Any], **kwargs) -> list[float]:
         if ground_truth_column not in kwargs:
