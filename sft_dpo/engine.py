@@ -53,6 +53,9 @@ class EngineConfig(FrozenConfig):
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when present, else CPU")
     gradient_checkpointing: bool = False
+    cpu_autocast: Literal["auto", "bf16", "off"] = Field(
+        "off", description="CPU mixed precision for forward/backward: bf16 matmuls under torch.autocast, fp32 "
+                           "weights and optimiser state; auto = bf16 when the CPU has native bf16 (AVX-512 BF16/AMX)")
     num_threads: int | None = Field(None, ge=1, description="torch threads per process (CPU); default: all")
 
 

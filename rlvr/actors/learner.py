@@ -146,15 +146,24 @@ class Learner:
         out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
         return _gather_positions(out.logits, batch["index"] - first)
 
+    def _autocast(self):
+        """bf16 matmuls on a CPU that has them (engine.cpu_autocast); fp32 weights and log-softmax either way."""
+        from rlvr.utils.device import autocast_context
+
+        return autocast_context(self.cfg.engine.cpu_autocast, self.device)
+
     def _logprobs(self, engine, batch, *, with_entropy: bool = False):
-        logits = self._response_logits(engine, batch).float() / self.cfg.rollout.temperature
+        with self._autocast():
+            logits = self._response_logits(engine, batch)
+        logits = logits.float() / self.cfg.rollout.temperature
         lp = logprobs_from_logits(logits, batch["response_ids"])
         ent = entropy_from_logits(logits.detach()) if with_entropy else None
         return lp, ent
 
     def _values(self, batch):
-        values = self.value(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return _gather_positions(values, batch["index"])
+        with self._autocast():
+            values = self.value(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return _gather_positions(values.float(), batch["index"])
 
     def _micro_batches(self, n: int, role: str = "policy"):
         mb = self.cfg.learner_optim(role).per_device_batch_size
@@ -163,7 +172,7 @@ class Learner:
     @torch.no_grad()
     def sequence_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         """Raw (temperature 1) log-probs of `response_ids` after `prompt_ids` under the current policy: the
-        reference side of the weight-sync check."""
+        reference side of the weight-sync check (fp32, like the generators, whatever engine.cpu_autocast says)."""
         batch = self._to_device(build_batch([{"prompt_ids": prompt_ids, "response_ids": response_ids}], self.pad_id))
         logits = self._response_logits(self.policy, batch).float()
         return logprobs_from_logits(logits, batch["response_ids"])[0, : len(response_ids)].tolist()
