@@ -69,7 +69,7 @@ class RLVRTrainer:
 
         from rewards.bounded import BoundedPool
         from rewards.scoring import resolve_verifiers, warm_up_worker
-        from rlvr.data.prompts import PromptSampler, load_prompts
+        from rlvr.data.prompts import PromptDataError, PromptSampler, load_prompts, without_held_out
 
         self.cfg = cfg
         self.out = Path(cfg.output_dir).resolve()  # actors on other nodes get absolute paths
@@ -83,6 +83,13 @@ class RLVRTrainer:
             eval_set = load_prompts(d.eval, tokenizer=self.tokenizer, max_prompt_tokens=d.max_prompt_tokens,
                                     max_dropped_fraction=d.max_dropped_fraction)
             self.eval_rows = list(eval_set)[: d.eval_size or None]
+        if self.eval_rows:
+            self.train_set, overlap = without_held_out(self.train_set, self.eval_rows)
+            if overlap:
+                log.info("dropped %d training prompts identical to held-out ones (%d left)", overlap,
+                         len(self.train_set))
+            if not len(self.train_set):
+                raise PromptDataError("every training prompt is also a held-out (data.eval) prompt")
         resolve_verifiers(n for r in [*self.train_set, *self.eval_rows] for n in r.verifier_names)  # fail at start
         self.sampler = PromptSampler(self.train_set, cfg.rollout.prompts_per_step, seed=cfg.seed)
         self.pool = BoundedPool(cfg.rewards.num_workers, cfg.rewards.timeout_s, initializer=warm_up_worker,

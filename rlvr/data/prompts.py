@@ -358,6 +358,18 @@ def _count_prompt_tokens(tokenizer, rows: list[dict]) -> list[int]:
 _KNOWN_KEYS = {"id", "messages", "ground_truth", "dataset"}
 
 
+def without_held_out(train: PromptSet, held_out: Sequence[PromptRow]) -> tuple[PromptSet, int]:
+    """`train` minus every row whose conversation is identical to a held-out row's (procedural generators with
+    different seeds can draw the same small question twice). Returns the filtered set and how many were dropped,
+    so held-out accuracy is measured on prompts the policy was never trained on."""
+    def key(row: PromptRow) -> str:
+        return json.dumps(row.messages, sort_keys=True)
+
+    held = {key(r) for r in held_out}
+    keep = [r for r in train.rows if key(r) not in held]
+    return PromptSet(keep, train.report, train.sources), len(train.rows) - len(keep)
+
+
 def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tokens: int | None = None,
                  max_dropped_fraction: float = 0.0,
                  known_verifiers: Collection[str] | Callable[[str], Any] | None = None) -> PromptSet:

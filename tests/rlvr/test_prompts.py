@@ -285,3 +285,14 @@ def test_sampler_state_rejects_other_data_or_seed():
         PromptSampler(_set(11), batch_size=2, seed=0).load_state_dict(state)
     with pytest.raises(ValueError, match="batch_size"):
         PromptSampler(_set(10), batch_size=0, seed=0)
+
+
+def test_training_prompts_identical_to_held_out_ones_are_dropped():
+    from rlvr.data.prompts import without_held_out
+
+    train = load_prompts("procedural:arithmetic?n=2000&seed=0")
+    held = list(load_prompts("procedural:arithmetic?n=128&seed=777"))
+    kept, dropped = without_held_out(train, held)
+    held_questions = {r.messages[-1]["content"] for r in held}
+    assert dropped > 0 and len(kept) == len(train) - dropped
+    assert not any(r.messages[-1]["content"] in held_questions for r in kept)
