@@ -24,7 +24,8 @@ run stops at start-up (OpenRLHF only logs per-call errors, at INFO level, and dr
 Returns `{"rewards": Tensor[B], "scores": Tensor[B], "extra_logs": {...: Tensor[B]}}`:
 `rewards` = $RLVR_REWARD_SCALE (default 1.0) × the verifier value (0 for failed calls), `scores` = the value
 clipped to [0, 1] (OpenRLHF's dynamic filtering expects that range), `extra_logs` = per-sample `verified`,
-`reward_error` and `reward_timeout` flags (OpenRLHF logs their means).
+`reward_error` and `reward_timeout` flags (OpenRLHF logs their means). Without torch (the light install alone)
+the same dict holds lists; `score_queries` always returns lists.
 """
 
 from __future__ import annotations
@@ -109,26 +110,41 @@ def parse_label(label: Any, dataset: str | None = None) -> tuple[Any, Any]:
     return dataset, label
 
 
-def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs) -> dict[str, Any]:
-    import torch  # only here: `rewards` stays importable without torch
-
+def score_queries(queries: list[str], prompts: list[str], labels: list[Any]) -> dict[str, Any]:
+    """The work of `reward_func`, as plain lists (no torch): {"rewards", "scores", "extra_logs": {...}}."""
     if not (len(queries) == len(prompts) == len(labels)):
         raise ValueError(f"reward_func: {len(queries)} queries, {len(prompts)} prompts, {len(labels)} labels")
     pairs = [parse_label(label) for label in labels]
     responses = [response_from_query(q, p, STRIP_TOKENS) for q, p in zip(queries, prompts)]
     batch = score_batch(responses, [gt for _, gt in pairs], [ds for ds, _ in pairs], prompts=list(prompts))
-    failed = {i: name for i, name, _ in batch.failures}
+    failed = {i for i, _, _ in batch.failures}
     timed_out = {i for i, _, reason in batch.failures if reason.startswith("timeout")}
-    values = torch.tensor(batch.values, dtype=torch.float32)
+    n = len(batch.values)
     return {
-        "rewards": values * SCALE,
-        "scores": values.clamp(0.0, 1.0),
+        "rewards": [v * SCALE for v in batch.values],
+        "scores": [min(max(v, 0.0), 1.0) for v in batch.values],
         "extra_logs": {
-            "verified": (values > 0).float(),
-            "reward_error": torch.tensor([float(i in failed and i not in timed_out) for i in range(len(values))]),
-            "reward_timeout": torch.tensor([float(i in timed_out) for i in range(len(values))]),
+            "verified": [float(v > 0) for v in batch.values],
+            "reward_error": [float(i in failed and i not in timed_out) for i in range(n)],
+            "reward_timeout": [float(i in timed_out) for i in range(n)],
         },
     }
+
+
+def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwargs) -> dict[str, Any]:
+    """OpenRLHF's entry point: `score_queries` as float32 tensors (plain lists where torch is not installed,
+    which never happens under OpenRLHF)."""
+    out = score_queries(queries, prompts, labels)
+    try:
+        import torch  # only here: `rewards` stays importable without torch
+    except ModuleNotFoundError:
+        return out
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.float32)
+
+    return {"rewards": tensor(out["rewards"]), "scores": tensor(out["scores"]),
+            "extra_logs": {k: tensor(v) for k, v in out["extra_logs"].items()}}
 
 
 # ---- set-up checks, when OpenRLHF loads this file ----
