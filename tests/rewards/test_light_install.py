@@ -1,4 +1,4 @@
-"""The light install: `pip install ./packaging/rewards` into a fresh venv brings the verifiers without torch, Ray,
+"""The light install: `pip install ./packages/smoltulu-rewards` into a fresh venv brings the verifiers without torch, Ray,
 DeepSpeed or vLLM; the three trainer adapters and the `rlvr-verify` command work there."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _run(cmd, **kw):
 def test_light_install_in_a_fresh_venv(tmp_path):
     src, venv = tmp_path / "src", tmp_path / "venv"
     # pip builds in the source folder: build a copy (its `rewards` link resolved) and keep the repository clean
-    shutil.copytree(REPO / "packaging" / "rewards", src, symlinks=False,
+    shutil.copytree(REPO / "packages" / "smoltulu-rewards", src, symlinks=False,
                     ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
     py, bindir = venv / "bin" / "python", venv / "bin"
