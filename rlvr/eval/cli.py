@@ -1,4 +1,11 @@
-"""`rlvr eval --model PATH_OR_NAME --tasks gsm8k,ifeval,arc_easy,arc_challenge,hellaswag [--limit N] ...`"""
+"""`rlvr eval --model PATH_OR_NAME --tasks gsm8k,ifeval,arc_easy,arc_challenge,hellaswag [--limit N] ...`
+
+Which numbers compare with lm-evaluation-harness 0.4.x (`lm_eval --model hf --tasks ...`, default settings):
+arc_easy, arc_challenge, hellaswag (0-shot acc and acc_norm: the same requests and tokenisation) and
+gsm8k_lm_eval (lm-eval's `gsm8k` task: 5-shot plain text, strict-match and flexible-extract). Our `gsm8k` (chat
+template, our verifier) and `ifeval` (generation through the chat template, Google's checkers) are our own
+protocols.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,15 @@ import platform
 import sys
 import time
 
-from rlvr.eval.data import TASK_NAMES, EvalDataError
+from rlvr.eval.data import EVAL_TASKS, EvalDataError
 from rlvr.models import UnknownModelError
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model folder, hub name, or bundled name (smollm2-135m-instruct)")
-    parser.add_argument("--tasks", default=",".join(TASK_NAMES),
-                        help=f"comma-separated: {', '.join(TASK_NAMES)} ('arc' = both ARC sets); default: all")
+    parser.add_argument("--tasks", default="gsm8k,ifeval,arc_easy,arc_challenge,hellaswag",
+                        help=f"comma-separated: {', '.join(EVAL_TASKS)} ('arc' = both ARC sets; gsm8k_lm_eval = "
+                             "lm-eval's GSM8K protocol); default: gsm8k,ifeval,arc_easy,arc_challenge,hellaswag")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of each task")
     parser.add_argument("--out", default=None, help="results JSON file (per-item samples go beside it with --log-samples)")
     parser.add_argument("--log-samples", action="store_true", help="also write per-item responses/scores as jsonl")
@@ -23,8 +31,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: local files when a data dir exists, else the Hugging Face hub")
     parser.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"],
                         help="generation backend (auto: vLLM when installed)")
-    parser.add_argument("--num-fewshot", type=int, default=0, help="GSM8K few-shot examples as prior chat turns")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: gsm8k 256, ifeval 512")
+    parser.add_argument("--num-fewshot", type=int, default=None,
+                        help="GSM8K few-shot examples: gsm8k (ours) as prior chat turns, default 0; gsm8k_lm_eval "
+                             "(lm-eval's protocol) as plain text, default 5")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: gsm8k and gsm8k_lm_eval 256, ifeval 512")
     parser.add_argument("--batch-size", type=int, default=8, help="generation and scoring batch size")
     parser.add_argument("--max-model-len", type=int, default=2048, help="vLLM context length")
 

@@ -1,7 +1,8 @@
 """Evaluation data, from local files (the formats in ../shared/data) or the Hugging Face hub, as plain dicts.
 
 Every task's loader returns a list of "docs" in one normalised shape per task family:
-- gsm8k:     {"id", "question", "answer" (final number as text), "solution" (worked solution, "#### N" removed)}
+- gsm8k:     {"id", "question", "answer" (final number as text), "solution" (worked solution, "#### N" removed),
+              "raw_answer" (the answer field as given)}; the eval task gsm8k_lm_eval reads these too
 - ifeval:    {"id", "prompt", "instruction_id_list", "kwargs"}  (kwargs without None values)
 - arc_*:     {"id", "question", "choices", "gold"}              (question without the "Question: " prefix)
 - hellaswag: {"id", "query", "choices", "gold"}                 (lm-eval's preprocessing applied)
@@ -23,7 +24,9 @@ from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-TASK_NAMES = ("gsm8k", "ifeval", "arc_easy", "arc_challenge", "hellaswag")
+TASK_NAMES = ("gsm8k", "ifeval", "arc_easy", "arc_challenge", "hellaswag")  # the data sets
+EVAL_TASKS = ("gsm8k", "gsm8k_lm_eval", "ifeval", "arc_easy", "arc_challenge", "hellaswag")  # --tasks
+DATA_OF = {"gsm8k_lm_eval": "gsm8k"}  # eval task -> the data set it reads, where the names differ
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,7 +74,7 @@ def _gsm8k_docs(rows: list[dict], prefix: str) -> list[dict]:
     for i, row in enumerate(rows):
         solution, final = split_gsm8k_answer(_field(row, "answer"), row.get("_where", f"row {i}"))
         docs.append({"id": f"{prefix}-{i}", "question": _field(row, "question"), "answer": final,
-                     "solution": solution})
+                     "solution": solution, "raw_answer": row["answer"]})
     return docs
 
 

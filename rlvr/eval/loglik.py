@@ -1,8 +1,10 @@
 """Log-likelihood of continuations given contexts, with batched Hugging Face forward passes.
 
-Tokenisation follows lm-eval: trailing whitespace of the context moves to the continuation, the pair is tokenised as
-one string and the continuation tokens are those after the context's tokens, so a word boundary tokenises as the
-model saw it in training. Over-long pairs are truncated from the left (the continuation is always kept).
+Tokenisation follows lm-eval 0.4.x (HFLM): trailing whitespace of the context moves to the continuation, the pair is
+tokenised as one string and the continuation tokens are those after the context's tokens, so a word boundary
+tokenises as the model saw it in training; special tokens (a BOS) are added when the tokenizer adds them by
+default; an empty context is the BOS token (EOS when there is no BOS). Over-long pairs are truncated from the
+left (the continuation is always kept; lm-eval keeps one more context token there).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from rlvr.eval.tokenize import encode, prefix_token_id
 from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,8 +41,9 @@ class LoglikScorer:
     """`scorer(pairs) -> [log p(continuation | context)]` for a causal LM folder or hub name."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None,
-                 device: str = "cpu", progress: bool = False):
+                 device: str = "cpu", progress: bool = False, add_special_tokens: bool | None = None):
         self.model = model.train(False)
+        self.add_special_tokens = add_special_tokens  # None: the tokenizer's default, as lm-eval
         self.progress = progress
         self.tok = tokenizer
         self.batch_size = batch_size
@@ -49,7 +53,8 @@ class LoglikScorer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, batch_size: int = 16, dtype: str = "float32",
-                        device: str | None = None, progress: bool = False) -> LoglikScorer:
+                        device: str | None = None, progress: bool = False,
+                        add_special_tokens: bool | None = None) -> LoglikScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from rlvr.utils.device import torch_dtype
@@ -57,20 +62,26 @@ class LoglikScorer:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype(dtype)).to(device)
-        return cls(model, tok, batch_size=batch_size, device=device, progress=progress)
+        return cls(model, tok, batch_size=batch_size, device=device, progress=progress,
+                   add_special_tokens=add_special_tokens)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], int]:
-        """Token ids of context+continuation (left-truncated to max_length) and the continuation's token count."""
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        whole = self.tok(context + continuation, add_special_tokens=False)["input_ids"]
-        ctx = self.tok(context, add_special_tokens=False)["input_ids"] if context else []
-        n_cont = len(whole) - len(ctx)
+        """Token ids of context+continuation (left-truncated to max_length) and the continuation's token count,
+        by lm-eval's rule: special tokens as the tokenizer adds them by default (`rlvr.eval.tokenize.encode`), and
+        an empty context becomes the prefix token (BOS if defined, else EOS) unless the continuation already
+        starts with it."""
+        if not context:
+            cont = self.tok(continuation, add_special_tokens=False)["input_ids"]
+            prefix = prefix_token_id(self.tok)
+            ids, n_cont = ([prefix, *cont], len(cont)) if not cont or cont[0] != prefix else (cont, len(cont) - 1)
+        else:
+            n_spaces = len(context) - len(context.rstrip())
+            if n_spaces:
+                context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+            ids = encode(self.tok, context + continuation, self.add_special_tokens)
+            n_cont = len(ids) - len(encode(self.tok, context, self.add_special_tokens))
         if n_cont < 1:
             raise ValueError(f"continuation {continuation!r} produced no tokens after context {context[-40:]!r}")
-        # With no context the first continuation token needs something to condition on: the EOS token (lm-eval).
-        ids = whole if ctx else [self.tok.eos_token_id, *whole]
         ids = ids[-self.max_length:]
         return ids, min(n_cont, len(ids) - 1)
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlvr.eval.data import TASK_NAMES, EvalDataError, load_task_docs
+from rlvr.eval.data import DATA_OF, EVAL_TASKS, EvalDataError, load_task_docs
 from rlvr.eval.tasks import GENERATIVE, MULTIPLE_CHOICE
 from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 256, "ifeval": 512}
+DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 256, "gsm8k_lm_eval": 256, "ifeval": 512}
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -27,22 +27,23 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
     if "arc" in names:  # shorthand for both ARC sets
         i = names.index("arc")
         names[i:i + 1] = ["arc_easy", "arc_challenge"]
-    unknown = [t for t in names if t not in TASK_NAMES]
+    unknown = [t for t in names if t not in EVAL_TASKS]
     if unknown or not names:
-        raise EvalDataError(f"unknown eval task(s) {unknown or tasks!r}; known: {', '.join(TASK_NAMES)} (or arc)")
+        raise EvalDataError(f"unknown eval task(s) {unknown or tasks!r}; known: {', '.join(EVAL_TASKS)} (or arc)")
     return list(dict.fromkeys(names))
 
 
 def evaluate(model: str, tasks: str | Sequence[str], *, limit: int | None = None,
              data_dir: str | Path | None = None, source: str = "auto", backend: str = "auto",
-             num_fewshot: int = 0, max_new_tokens: int | None = None, batch_size: int = 8,
+             num_fewshot: int | None = None, max_new_tokens: int | None = None, batch_size: int = 8,
              max_model_len: int = 2048, generator=None, scorer=None,
              records_out: dict[str, list[dict]] | None = None,
              timings_out: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """Evaluate `model` (folder, hub name or bundled name) on `tasks` ("gsm8k,ifeval,..." or a list).
 
-    limit: the first `limit` docs of each task. num_fewshot: GSM8K training examples shown as prior chat turns.
-    max_new_tokens: overrides the per-task default (gsm8k 256, ifeval 512). `generator`/`scorer` may be passed
+    limit: the first `limit` docs of each task. num_fewshot: GSM8K training examples (gsm8k: prior chat turns,
+    default 0; gsm8k_lm_eval: lm-eval's plain-text shots, default 5). max_new_tokens: overrides the per-task
+    default (gsm8k and gsm8k_lm_eval 256, ifeval 512). `generator`/`scorer` may be passed
     in (tests, or a caller that already holds the model). Per-item records and per-task seconds are written
     into `records_out` / `timings_out` when given.
     """
@@ -65,7 +66,7 @@ def _run_tasks(names, path, *, limit, data_dir, source, backend, num_fewshot, ma
     results: dict[str, dict[str, float]] = {}
     for task in names:
         start = time.perf_counter()
-        docs = load_task_docs(task, data_dir=data_dir, source=source)
+        docs = load_task_docs(DATA_OF.get(task, task), data_dir=data_dir, source=source)
         if limit is not None:
             docs = docs[:limit]
         log.info("%s: %d docs", task, len(docs))
@@ -78,9 +79,17 @@ def _run_tasks(names, path, *, limit, data_dir, source, backend, num_fewshot, ma
             if task == "gsm8k":
                 from rlvr.eval.tasks.gsm8k import evaluate_gsm8k
 
-                shots = load_task_docs("gsm8k", data_dir=data_dir, source=source, split="train") if num_fewshot else []
+                k = num_fewshot or 0
+                shots = load_task_docs("gsm8k", data_dir=data_dir, source=source, split="train") if k else []
                 metrics, records = evaluate_gsm8k(docs, generator, max_new_tokens=new_tokens,
-                                                  fewshot_docs=shots, num_fewshot=num_fewshot)
+                                                  fewshot_docs=shots, num_fewshot=k)
+            elif task == "gsm8k_lm_eval":
+                from rlvr.eval.tasks.gsm8k_lm_eval import NUM_FEWSHOT, evaluate_gsm8k_lm_eval
+
+                shots = load_task_docs("gsm8k", data_dir=data_dir, source=source, split="train")
+                metrics, records = evaluate_gsm8k_lm_eval(
+                    docs, shots, generator, max_new_tokens=new_tokens,
+                    num_fewshot=NUM_FEWSHOT if num_fewshot is None else num_fewshot)
             else:
                 from rlvr.eval.tasks.ifeval import evaluate_ifeval
 
@@ -107,16 +116,16 @@ def _run_tasks(names, path, *, limit, data_dir, source, backend, num_fewshot, ma
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
     """A plain table: one row per (task, metric)."""
-    lines = [f"{'task':14s} {'metric':20s} {'value':>8s}", "-" * 44]
+    lines = [f"{'task':14s} {'metric':28s} {'value':>8s}", "-" * 52]
     for task, metrics in results.items():
         n = metrics.get("n")
         for key, value in metrics.items():
             if key in ("n", "num_fewshot"):
                 continue
-            lines.append(f"{task:14s} {key:20s} {value:8.4f}")
+            lines.append(f"{task:14s} {key:28s} {value:8.4f}")
         shots = metrics.get("num_fewshot")
         extra = f", {int(shots)}-shot" if shots else ""
-        lines.append(f"{task:14s} {'(n' + (f'={int(n)}' if n is not None else '') + extra + ')':20s}")
+        lines.append(f"{task:14s} {'(n' + (f'={int(n)}' if n is not None else '') + extra + ')':28s}")
     return "\n".join(lines)
 
 
