@@ -233,7 +233,7 @@ def _run(args) -> int:
                 row.dataset = row.dataset if row.dataset is not None else row.record.get(args.dataset_field)
         check_fields_exist(args, rows, path)
         rows, more = fill_fields(args, rows)
-        resolve_verifiers((r.dataset for r in rows), load=True)
+        resolve_verifiers(_names(rows), load=True)  # malformed dataset values are score_batch's row errors
     except (UnknownVerifierError, ValueError) as err:  # unknown/broken verifier, bad prompts file for a hook
         raise InputError(str(err)) from None
     malformed = sorted(malformed + more)
@@ -248,8 +248,12 @@ def _run(args) -> int:
     elif args.out:
         if hook is None or not hasattr(hook, "write_format"):
             raise InputError(f"--format {args.format} is not available for verifier {args.verifier!r}")
-        for written in hook.write_format(args, rows, args.format, Path(args.out)):
-            print(f"wrote {written}")
+        try:
+            written = hook.write_format(args, rows, args.format, Path(args.out))
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        for path_written in written:
+            print(f"wrote {path_written}")
     summary = summarize(batch, len(malformed))
     if hook is not None and hasattr(hook, "report"):
         summary.update(hook.report(args, rows, batch))
@@ -258,13 +262,25 @@ def _run(args) -> int:
     return 1 if failed == len(rows) else 0
 
 
+def _names(rows: list[Row]) -> list[str]:
+    """The verifier names the rows ask for (a name, or a list of names per row; anything else is left for
+    score_batch to report as that row's error)."""
+    out = []
+    for row in rows:
+        if isinstance(row.dataset, str):
+            out.append(row.dataset)
+        elif isinstance(row.dataset, list) and all(isinstance(d, str) for d in row.dataset):
+            out.extend(row.dataset)
+    return out
+
+
 def _score(args, rows: list[Row], hook):
     from tqdm import tqdm
 
     from rewards.bounded import BoundedPool, default_workers
     from rewards.scoring import merge_batches, score_batch, warm_up_worker
 
-    names = sorted({n.lower() for r in rows for n in ([r.dataset] if isinstance(r.dataset, str) else r.dataset)})
+    names = sorted({n.lower() for n in _names(rows)})
     pool = BoundedPool(args.workers or default_workers(), args.timeout, memory_limit_mb=4096,
                        initializer=functools.partial(warm_up_worker, tuple(names)))
     batches = []

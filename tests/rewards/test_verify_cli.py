@@ -206,3 +206,11 @@ def test_light_entry_points_run_the_same_command(tmp_path, capsys):
     assert "score: 1 / 1" in capsys.readouterr().out
     assert light_main(["--verifier", "gsm8k", "--input", str(tmp_path / "nope.jsonl")]) == 2
     assert capsys.readouterr().err.startswith("rlvr-verify: error: input file")
+
+
+def test_malformed_dataset_values_are_row_errors(tmp_path, capsys):
+    src = _write_jsonl(tmp_path / "r.jsonl", [{"response": "#### 1", "ground_truth": "1", "dataset": 7},
+                                              {"response": "#### 1", "ground_truth": "1", "dataset": "gsm8k"}])
+    assert main(["verify", "--dataset-field", "dataset", "--input", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert "score: 1 / 2" in out and "errors: 1" in out
