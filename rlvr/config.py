@@ -81,8 +81,10 @@ class RewardsConfig(FrozenConfig):
 
 
 class WeightSyncConfig(FrozenConfig):
-    transport: Literal["auto", "object_store", "nccl"] = Field(
-        "auto", description="auto: NCCL group on CUDA, Ray object store on CPU")
+    transport: Literal["auto", "object_store", "nccl", "gloo"] = Field(
+        "auto", description="auto: an NCCL group when learner rank 0 and every generator hold GPUs of their own, "
+        "else the Ray object store (CPU, or learners and generators sharing a GPU); gloo: the same group over TCP "
+        "(any layout). See rlvr/weight_sync.py")
     verify: bool = Field(False, description="after each sync, compare generator vs learner log-probs")
     verify_every: int = Field(1, ge=1, description="verify every N syncs (the first and post-resume always)")
     tolerance: float = Field(1e-3, gt=0, description="max |logprob difference| allowed by the check")
@@ -92,12 +94,25 @@ class WeightSyncConfig(FrozenConfig):
 class ResourcesConfig(FrozenConfig):
     learner_num_cpus: float = Field(1, ge=0, description="Ray CPUs per learner rank")
     learner_num_gpus: float = Field(0, ge=0, description="Ray GPUs per learner rank")
-    colocate: bool = Field(False, description="pack learners and generators into one placement group "
-                                              "(share nodes/GPUs); else spread as Ray likes")
+    colocate: bool = Field(False, description="one placement group for learners and generators, packed (they share "
+                                              "nodes/GPUs); else one packed group each")
     ray_num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs to declare (default: enough "
                                                               "for every actor)")
-    call_timeout_s: float = Field(1800.0, gt=0, description="max wait for any actor call (a dead or hung actor "
-                                                            "is an error, not a hang)")
+    startup_timeout_s: float = Field(120.0, gt=0, description="placing the actors, the learners' rendezvous and "
+                                     "forming the weight-sync group must each finish within this, else the run "
+                                     "stops with an error naming the rank, node and address it waited on")
+    call_timeout_s: float = Field(600.0, gt=0, description="max wait for one actor call (a learner update, a "
+                                  "checkpoint, loading a model): a dead actor is reported at once, a hung one "
+                                  "after this. Generation calls get more when long (min_decode_tokens_per_s)")
+    min_decode_tokens_per_s: float = Field(2.0, gt=0, description="a generation call may take up to "
+                                           "waves x max_new_tokens / this (waves: batches of max_num_seqs), if "
+                                           "longer than call_timeout_s")
+
+    def generation_timeout_s(self, max_new_tokens: int, requests: int, max_num_seqs: int) -> float:
+        """Bound for one generation call of `requests` sequences: decoding is sequential in tokens, so a slow but
+        live generator needs time in proportion to the response length."""
+        waves = -(-max(requests, 1) // max(max_num_seqs, 1))
+        return max(self.call_timeout_s, waves * max_new_tokens / self.min_decode_tokens_per_s)
 
 
 class TrainConfig(FrozenConfig):

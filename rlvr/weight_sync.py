@@ -1,11 +1,19 @@
-"""Learner -> generator weight sync: one interface (`WeightSync.sync`, `WeightSync.verify`), two transports.
+"""Learner -> generator weight sync: one interface (`WeightSync.sync`, `WeightSync.verify`), three transports.
 
-- object_store (CPU default): learner rank 0 returns its full state dict once into the Ray object store; every
-  generator receives the same object reference and reloads in place (vLLM `reload_weights`; HF `copy_`).
-- collective (CUDA default, "nccl"): a dedicated process group of learner rank 0 + every generator (its own
-  TCPStore, never the learners' group); rank 0 broadcasts tensor by tensor. The same code runs with gloo on CPU
-  (`transport: gloo`, used by the tests), which is how it is exercised without a GPU.
-Under ZeRO-3 every learner rank takes part in gathering full parameters before rank 0 sends.
+- object_store: learner rank 0 returns its full state dict once into the Ray object store; every generator
+  receives the same object reference and reloads in place (vLLM `reload_weights`; HF `copy_`). Works on every
+  layout, including a learner and a generator sharing one GPU.
+- nccl: a dedicated process group of learner rank 0 + every generator (its own TCPStore, never the learners'
+  group); rank 0 broadcasts tensor by tensor, GPU to GPU. Needs each member on its own GPU: NCCL cannot put two
+  ranks on one device, and a learner and a generator colocated on one GPU would deadlock or fail there.
+- gloo: the same group and broadcast over TCP through CPU memory: any layout, any node (used by the CPU tests).
+`auto` (`choose_transport`) picks nccl only when learner rank 0 and every generator hold CUDA GPUs and no two of
+them share one; otherwise the object store (a colocated GPU layout, or CPU).
+
+The collective group meets at learner rank 0's node address and a port free there (`dist.master_addr`
+overrides the address): `connect()` forms it eagerly, and a group that does not form within
+`startup_timeout_s` is a `WeightSyncError` naming the address and who did not join. Under ZeRO-3 every learner
+rank takes part in gathering full parameters before rank 0 sends.
 
 A sync that stalls (a dead or hung peer) raises `WeightSyncError` after `timeout_s`: every wait is
 `ray.get(..., timeout=...)` and the collective group is created with the same timeout.
@@ -26,33 +34,85 @@ log = get_logger(__name__)
 
 PROBE_MESSAGES = [{"role": "user", "content": "Count from 1 to 5, then say the answer is 42."}]
 PROBE_TOKENS = 12
+TRANSPORTS = ("auto", "object_store", "nccl", "gloo")
 
 
 class WeightSyncError(RuntimeError):
     pass
 
 
-# ---- collective transport: process-local group cache + send/receive (run inside the actors) ----
+def choose_transport(requested: str, learner: dict[str, Any], generators: list[dict[str, Any]]) -> str:
+    """The transport to use, from the config value and where the actors sit (`info()` of learner rank 0 and of
+    each generator: device, node_id, gpu_ids). `nccl` where it cannot work is an error, never a deadlock."""
+    if requested not in TRANSPORTS:
+        raise ValueError(f"unknown weight_sync.transport {requested!r}; use one of {', '.join(TRANSPORTS)}")
+    members = [("learner rank 0", learner)] + [(f"generator {i}", g) for i, g in enumerate(generators)]
+    problem = None
+    owner: dict[tuple[Any, str], str] = {}
+    for name, m in members:
+        if m.get("device") != "cuda" or not m.get("gpu_ids"):
+            problem = f"{name} is not on a CUDA GPU (device {m.get('device')}, GPUs {m.get('gpu_ids') or 'none'})"
+            break
+        for gpu in m["gpu_ids"]:
+            key = (m.get("node_id"), gpu)
+            if key in owner:
+                problem = f"{name} shares GPU {gpu} of node {m.get('node_ip', m.get('node_id'))} with {owner[key]}"
+                break
+            owner[key] = name
+        if problem:
+            break
+    if requested == "auto":
+        return "object_store" if problem else "nccl"
+    if requested == "nccl" and problem:
+        raise WeightSyncError(f"weight_sync.transport=nccl needs learner rank 0 and every generator on a GPU of "
+                              f"their own, but {problem}. Use weight_sync.transport=auto (object store here) or "
+                              "gloo, or give generators their own GPUs (generation.num_gpus=1, resources.colocate="
+                              "false)")
+    return requested
+
+
+# ---- collective transports: process-local group cache + send/receive (run inside the actors) ----
 
 _GROUPS: dict[tuple[str, int], Any] = {}
 
 
-def _group(host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float):
-    """A process group of learner rank 0 (rank 0 here) and the generators, separate from any default group."""
+def join_group(*, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float,
+               startup_timeout_s: float, device: str) -> None:
+    """Create this process's member of the weight-sync group (rank 0: learner rank 0, which hosts the store) and
+    check it works with one tiny broadcast (NCCL forms its communicator lazily, at the first collective)."""
+    import torch
     import torch.distributed as dist
 
+    from rlvr.actors.group import whereami
+    from sft_dpo.engine import bind_gloo_to
+
     key = (host, port)
-    if key not in _GROUPS:
-        timeout = datetime.timedelta(seconds=timeout_s)
-        store = dist.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout)
-        if backend == "nccl":
-            pg = dist.ProcessGroupNCCL(store, rank, world_size, dist.ProcessGroupNCCL.Options())
-        elif backend == "gloo":
-            pg = dist.ProcessGroupGloo(store, rank, world_size, timeout)
-        else:
-            raise ValueError(f"unknown collective backend {backend!r}")
-        _GROUPS[key] = (pg, store)
-    return _GROUPS[key][0]
+    if key in _GROUPS:
+        return
+    if backend == "gloo":
+        bind_gloo_to(whereami()["node_ip"])  # gloo binds the hostname's address otherwise (often loopback)
+    try:
+        store = dist.TCPStore(host, port, world_size, is_master=rank == 0,
+                              timeout=datetime.timedelta(seconds=startup_timeout_s))
+    except (RuntimeError, OSError) as err:
+        raise WeightSyncError(f"weight-sync group member {rank} of {world_size} could not reach {host}:{port} "
+                              f"within {startup_timeout_s:.0f}s ({type(err).__name__})") from err
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if backend == "nccl":
+        pg = dist.ProcessGroupNCCL(store, rank, world_size, dist.ProcessGroupNCCL.Options())
+    elif backend == "gloo":
+        pg = dist.ProcessGroupGloo(store, rank, world_size, timeout)
+    else:
+        raise ValueError(f"unknown collective backend {backend!r}")
+    _GROUPS[key] = (pg, store)
+    _broadcast(pg, torch.zeros(1, device="cpu" if backend == "gloo" else device), startup_timeout_s)
+
+
+def _group(host: str, port: int):
+    try:
+        return _GROUPS[(host, port)][0]
+    except KeyError:
+        raise WeightSyncError(f"this process has not joined the weight-sync group at {host}:{port}") from None
 
 
 def _broadcast(pg, tensor, timeout_s: float) -> None:
@@ -66,20 +126,20 @@ def _broadcast(pg, tensor, timeout_s: float) -> None:
         raise WeightSyncError(f"weight broadcast did not complete within {timeout_s:.0f}s")
 
 
-def send_broadcast(sd: dict[str, Any], *, device: str, host: str, port: int, world_size: int, backend: str,
-                   timeout_s: float, version: int = 0) -> int:
-    pg = _group(host, port, 0, world_size, backend, timeout_s)
+def send_broadcast(sd: dict[str, Any], *, device: str, host: str, port: int, backend: str, timeout_s: float,
+                   version: int = 0, **_) -> int:
+    pg = _group(host, port)
     dev = "cpu" if backend == "gloo" else device
     for tensor in sd.values():
         _broadcast(pg, tensor.to(dev).contiguous(), timeout_s)
     return version
 
 
-def receive_broadcast(spec: list[tuple[str, str, list[int]]], *, device: str, host: str, port: int,
-                      world_size: int, backend: str, timeout_s: float, rank: int) -> dict[str, Any]:
+def receive_broadcast(spec: list[tuple[str, str, list[int]]], *, device: str, host: str, port: int, backend: str,
+                      timeout_s: float, **_) -> dict[str, Any]:
     import torch
 
-    pg = _group(host, port, rank, world_size, backend, timeout_s)
+    pg = _group(host, port)
     dev = "cpu" if backend == "gloo" else device
     out = {}
     for name, dtype, shape in spec:
@@ -92,65 +152,102 @@ def receive_broadcast(spec: list[tuple[str, str, list[int]]], *, device: str, ho
 # ---- the interface the driver uses ----
 
 class WeightSync:
-    def __init__(self, learners, generators: list, *, transport: str, timeout_s: float, tolerance: float,
-                 probe_prompt: list[int], master_addr: str = "127.0.0.1", generator_names: list[str] | None = None):
+    def __init__(self, learners, generators, *, transport: str, timeout_s: float, tolerance: float,
+                 probe_prompt: list[int], startup_timeout_s: float = 120.0, master_addr: str | None = None):
         self.learners = learners  # rlvr.actors.group.LearnerGroup
-        self.generators = generators  # Ray actor handles of rlvr.actors.generator.Generator
+        self.generators = generators  # rlvr.actors.group.GeneratorGroup (or a subset of one)
+        if transport not in TRANSPORTS[1:]:
+            raise ValueError(f"WeightSync needs a concrete transport (object_store, nccl, gloo), got {transport!r}")
         self.transport = transport
         self.timeout_s = timeout_s
+        self.startup_timeout_s = startup_timeout_s
         self.tolerance = tolerance
         self.probe_prompt = probe_prompt
-        self.gen_names = generator_names or [f"generator {i}" for i in range(len(generators))]
+        self.master_addr = master_addr
         self.version = 0
         self._spec = None
-        self._group_args = None
-        if transport in ("nccl", "gloo"):
-            from sft_dpo.engine import free_port
+        self._group_args: dict[str, Any] | None = None
 
-            self._group_args = {"host": master_addr, "port": free_port(), "world_size": 1 + len(generators),
-                                "backend": transport, "timeout_s": timeout_s}
-
-    def _get(self, refs, what: str, names: list[str] | None = None):
+    def _get(self, refs, what: str, group, ranks: list[int] | None = None, timeout_s: float | None = None):
         """Bounded wait: a stall is a WeightSyncError, a dead actor an ActorFailure (rlvr.actors.group)."""
-        from rlvr.actors.group import ActorFailure, get_all
+        from rlvr.actors.group import ActorFailure
 
+        timeout_s = timeout_s or self.timeout_s
         try:
-            return get_all(refs, timeout_s=self.timeout_s, what=what, names=names)
+            return group.get(refs, what, ranks=ranks, timeout_s=timeout_s)
         except ActorFailure as err:
             if err.__cause__ is None:  # the timeout case
-                raise WeightSyncError(f"{what} did not finish within weight_sync.timeout_s={self.timeout_s:.0f}s "
-                                      "(a stalled learner or generator)") from None
+                raise WeightSyncError(f"{what} did not finish within {timeout_s:.0f}s ({err}; a stalled learner or "
+                                      "generator)") from None
             raise
+
+    def _both(self, learner_refs: list, learner_ranks: list[int], gen_refs: list, what: str,
+              timeout_s: float | None = None) -> None:
+        """Wait for learner and generator calls together, every actor named."""
+        from rlvr.actors.group import ActorGroup
+
+        both = ActorGroup([], [self.learners.names[r] for r in learner_ranks] + list(self.generators.names),
+                          timeout_s=self.timeout_s,
+                          infos=[self.learners.infos[r] for r in learner_ranks] + list(self.generators.infos))
+        self._get(learner_refs + gen_refs, what, both, timeout_s=timeout_s)
+
+    def connect(self) -> None:
+        """Collective transports: form the weight-sync group now (learner rank 0 hosts it on its node)."""
+        import ray
+
+        if self.transport == "object_store" or self._group_args is not None:
+            return
+        rank0 = self.learners.actors[0]
+        host, port = self._get([rank0.rendezvous_address.remote()], "weight-sync rendezvous address", self.learners,
+                               ranks=[0], timeout_s=self.startup_timeout_s)[0]
+        host = self.master_addr or host
+        args = {"host": host, "port": port, "world_size": 1 + len(self.generators), "backend": self.transport,
+                "timeout_s": self.timeout_s, "startup_timeout_s": self.startup_timeout_s}
+        joins = [g.join_weight_sync.remote({**args, "rank": i + 1}) for i, g in enumerate(self.generators.actors)]
+        try:
+            self._both([rank0.join_weight_sync.remote(args)], [0], joins, f"forming the weight-sync group "
+                       f"({self.transport}) at {host}:{port}", timeout_s=self.startup_timeout_s + 30)
+        except ray.exceptions.RayTaskError as err:
+            from rlvr.actors.group import _cause
+
+            raise WeightSyncError(f"the weight-sync group ({self.transport}) did not form at {host}:{port}: "
+                                  f"{getattr(err, 'actor_name', 'a member')}: {_cause(err)}") from None
+        self._group_args = args
+        log.info("weight-sync group (%s) formed at %s:%d with %d generator(s)", self.transport, host, port,
+                 len(self.generators))
 
     def sync(self) -> dict[str, float]:
         """Push the learner's current policy weights to every generator. Returns timing metrics."""
         t0 = time.perf_counter()
         self.version += 1
+        gens = self.generators.actors
         if self.transport == "object_store":
             refs = self.learners.call("full_state_dict")  # every rank (ZeRO-3 gathers collectively)
             sd_ref = refs[0]
-            loads = [g.load_weights.remote(sd_ref, self.version) for g in self.generators]
-            self._get(refs[1:] + loads, "weight sync (object store)", self.learners.names[1:] + self.gen_names)
+            loads = [g.load_weights.remote(sd_ref, self.version) for g in gens]
+            self._both(refs[1:], list(range(1, len(refs))), loads, "weight sync (object store)")
         else:
+            self.connect()
             if self._spec is None:
-                self._spec = self._get(self.learners.actors[0].weight_spec.remote(), "weight spec")
+                self._spec = self._get([self.learners.actors[0].weight_spec.remote()], "weight spec", self.learners,
+                                       ranks=[0])[0]
             sends = self.learners.call("broadcast_weights", self._group_args)
             recvs = [g.receive_weights.remote(self._spec, {**self._group_args, "rank": i + 1}, self.version)
-                     for i, g in enumerate(self.generators)]
-            self._get(sends + recvs, f"weight sync ({self.transport} broadcast)", self.learners.names + self.gen_names)
+                     for i, g in enumerate(gens)]
+            self._both(sends, list(range(len(sends))), recvs, f"weight sync ({self.transport} broadcast)")
         return {"time/sync_s": time.perf_counter() - t0}
 
     def verify(self) -> float:
         """Greedy-decode the probe on every generator and compare its log-probs with the learner's."""
         worst = 0.0
-        outs = self._get([g.generate.remote([self.probe_prompt], [0], max_new_tokens=PROBE_TOKENS, temperature=0.0)
-                          for g in self.generators], "weight-sync check (generation)", self.gen_names)
+        outs = self._get(self.generators.call("generate", [self.probe_prompt], [0], max_new_tokens=PROBE_TOKENS,
+                                              temperature=0.0), "weight-sync check (generation)", self.generators)
         for i, (rollout,) in enumerate(outs):
             if not rollout.response_ids:
                 continue
             # every rank runs the forward (ZeRO-3 gathers parameters collectively); rank 0's answer is used
             ref = self._get(self.learners.call("sequence_logprobs", self.probe_prompt, rollout.response_ids),
-                            "weight-sync check (learner log-probs)", self.learners.names)[0]
+                            "weight-sync check (learner log-probs)", self.learners)[0]
             diff = max(abs(a - b) for a, b in zip(rollout.logprobs, ref))
             worst = max(worst, diff)
             if diff > self.tolerance:

@@ -63,8 +63,11 @@ class DistConfig(FrozenConfig):
     """How many ranks, and where rank 0 listens. World size 1 needs no launcher."""
 
     world_size: int = Field(1, ge=1, description="data-parallel ranks")
-    master_addr: str = "127.0.0.1"
-    master_port: int | None = Field(None, description="default: a free port")
+    master_addr: str | None = Field(None, description="override of rank 0's rendezvous address. Default: RLVR "
+                                    "learners (Ray actors) meet at rank 0's node address; SFT/DPO local ranks "
+                                    "at 127.0.0.1")
+    master_port: int | None = Field(None, description="override of the rendezvous port; default: a port free on "
+                                    "rank 0's node")
 
 
 def lr_lambda(optim: OptimConfig, total_steps: int):
@@ -96,9 +99,16 @@ def _skip_shm_comm_build() -> None:
         mod.build_shm_op = lambda: None
 
 
-def init_distributed(rank: int, world_size: int, *, master_addr: str = "127.0.0.1", master_port: int,
-                     device: DeviceInfo, local_rank: int | None = None) -> None:
-    """Join (or create) the torch.distributed group through DeepSpeed; idempotent within a process."""
+def init_distributed(rank: int, world_size: int, *, master_addr: str | None = None, master_port: int,
+                     device: DeviceInfo, local_rank: int | None = None, rendezvous_timeout_s: float | None = None,
+                     timeout_s: float | None = None, node_ip: str | None = None) -> None:
+    """Join (or create) the torch.distributed group through DeepSpeed; idempotent within a process.
+
+    With `rendezvous_timeout_s` (the RLVR learners) the group is formed here on an explicit TCPStore at
+    `master_addr:master_port`: every rank must reach it within that time, else `RendezvousError` names the address
+    and rank; collectives afterwards time out after `timeout_s`. `node_ip`: this process's own address; gloo binds
+    the interface that holds it (by default gloo binds whatever the hostname resolves to, often 127.0.0.1, which a
+    rank on another node cannot reach)."""
     os.environ.setdefault("DS_ACCELERATOR", device.kind)
     import deepspeed
     import torch.distributed as dist
@@ -111,21 +121,65 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str = "127.0.0.
             os.environ.setdefault(key, str(value))
         deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
         return
+    master_addr = master_addr or "127.0.0.1"
     os.environ.update({
         "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank if local_rank is None else local_rank),
         "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
     })
     if device.kind == "cpu":
         _skip_shm_comm_build()
-    deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)
+    if node_ip:
+        bind_gloo_to(node_ip)
+    if rendezvous_timeout_s is None:
+        deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)
+        return
+    import datetime
+
+    try:
+        store = dist.TCPStore(master_addr, master_port, world_size, is_master=rank == 0,
+                              timeout=datetime.timedelta(seconds=rendezvous_timeout_s))
+    except (RuntimeError, OSError) as err:  # DistNetworkError / DistStoreError are RuntimeErrors
+        raise RendezvousError(f"rank {rank} of {world_size} could not complete the torch.distributed rendezvous at "
+                              f"{master_addr}:{master_port} within {rendezvous_timeout_s:.0f} s "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    ops = datetime.timedelta(seconds=timeout_s) if timeout_s else datetime.timedelta(minutes=30)
+    dist.init_process_group(device.dist_backend, store=store, rank=rank, world_size=world_size, timeout=ops)
+    deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)  # adopts the group
 
 
-def free_port() -> int:
+class RendezvousError(RuntimeError):
+    """A rank could not reach (or form) its process group in time."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` ("" = every interface of this machine: what a TCPStore server binds)."""
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def interface_with_address(ip: str) -> str | None:
+    """The name of this machine's network interface that holds IPv4 address `ip` (None if none does)."""
+    import socket
+
+    import psutil  # a Ray dependency
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
+            return name
+    return None
+
+
+def bind_gloo_to(ip: str) -> None:
+    """Make gloo groups created by this process use the interface holding `ip` (unless GLOO_SOCKET_IFNAME is
+    already set by the user)."""
+    if os.environ.get("GLOO_SOCKET_IFNAME"):
+        return
+    name = interface_with_address(ip)
+    if name is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = name
 
 
 def deepspeed_config(optim: OptimConfig, engine: EngineConfig, *, world_size: int, device: DeviceInfo) -> dict[str, Any]:

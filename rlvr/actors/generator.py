@@ -87,7 +87,10 @@ class Generator:
 
     # ---- identity, for the driver ----
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "backend": self.backend, "device": self.device}
+        """Who and where this generator is (pid, node address and id, the GPUs Ray gave it, backend)."""
+        from rlvr.actors.group import whereami
+
+        return {**whereami(), "backend": self.backend, "device": self.device}
 
     # ---- generation ----
     def generate(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float = 1.0,
@@ -183,6 +186,12 @@ class Generator:
                     params[name].copy_(tensor.to(params[name].device, params[name].dtype))
         self.weights_version = self.weights_version + 1 if version is None else version
         return self.weights_version
+
+    def join_weight_sync(self, group_args: dict[str, Any]) -> None:
+        """Collective transport (rlvr.weight_sync): join the group learner rank 0 hosts, as `group_args["rank"]`."""
+        from rlvr.weight_sync import join_group
+
+        join_group(device=self.device, **group_args)
 
     def receive_weights(self, spec: list[tuple[str, str, list[int]]], group_args: dict[str, Any],
                         version: int) -> int:

@@ -96,22 +96,60 @@ def _slice(batch: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
 class Learner:
     """One rank. Plain class; the Ray actor is `ray.remote(Learner)` placed by rlvr.actors.group.LearnerGroup."""
 
-    def __init__(self, cfg: dict[str, Any], rank: int, world_size: int, master_addr: str, master_port: int):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    def __init__(self, cfg: dict[str, Any], rank: int, world_size: int, master_addr: str | None = None,
+                 master_port: int | None = None):
+        """Cheap: parses the config and picks the device. The group forms in `join`, the models load in `build`
+        (both run here when `master_addr`/`master_port` are given: the no-Ray, world-size-1 use)."""
         from rlvr.utils.device import detect_device, set_threads
-        from sft_dpo.engine import build_engine, init_distributed
 
         self.cfg = cfg = RLVRConfig.model_validate(cfg)
         self.rank, self.world_size = rank, world_size
         self.device = detect_device(cfg.engine.device, cfg.engine.num_threads)
         set_threads(self.device.num_threads)
-        init_distributed(rank, world_size, master_addr=master_addr, master_port=master_port, device=self.device)
+        self.torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device.kind == "cuda" \
+            else torch.device("cpu")
+        self._data: dict[str, torch.Tensor] | None = None
+        self._samples: list[dict[str, Any]] = []
+        if master_addr is not None and master_port is not None:
+            self.join(master_addr, master_port)
+            self.build()
+
+    def info(self) -> dict[str, Any]:
+        """Who and where this rank is (pid, node address and id, the GPUs Ray gave it)."""
+        from rlvr.actors.group import whereami
+
+        return {**whereami(), "rank": self.rank, "device": self.device.kind}
+
+    def rendezvous_address(self) -> tuple[str, int]:
+        """This node's address (as Ray knows it) and a TCP port free on it right now: where rank 0 hosts a
+        group's TCPStore (the learners' group, the weight-sync group)."""
+        from rlvr.actors.group import whereami
+        from sft_dpo.engine import free_port
+
+        return whereami()["node_ip"], free_port("")
+
+    def join(self, master_addr: str, master_port: int, rendezvous_timeout_s: float | None = None,
+             timeout_s: float | None = None) -> None:
+        """Form the learners' torch.distributed group at rank 0's `master_addr:master_port`; a rank that cannot
+        reach it within `rendezvous_timeout_s` raises (sft_dpo.engine.RendezvousError)."""
+        from rlvr.actors.group import whereami
+        from sft_dpo.engine import init_distributed
+
+        node_ip = whereami()["node_ip"]
+        init_distributed(self.rank, self.world_size, master_addr=master_addr, master_port=master_port,
+                         device=self.device, local_rank=0 if self.device.kind == "cuda" else None,
+                         rendezvous_timeout_s=rendezvous_timeout_s, timeout_s=timeout_s, node_ip=node_ip)
+
+    def build(self) -> dict[str, Any]:
+        """Load the policy, reference and critic into DeepSpeed engines (collective under ZeRO-3)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from sft_dpo.engine import build_engine
+
+        cfg, world_size = self.cfg, self.world_size
         torch.manual_seed(cfg.seed)  # a fresh value head: identical on every rank and every run
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device.kind == "cuda" \
-            else torch.device("cpu")
         total = cfg.train.total_steps * cfg.optimizer_steps_per_rl_step
 
         def load_lm():
@@ -127,12 +165,26 @@ class Learner:
         if cfg.use_critic:
             self.value = build_engine(load_value_model(cfg), cfg.learner_optim("value"), cfg.engine,
                                       total_steps=total, world_size=world_size, device=self.device)
-        self._data: dict[str, torch.Tensor] | None = None
-        self._samples: list[dict[str, Any]] = []
-        log.info("learner rank %d/%d ready (pid %d)", rank, world_size, os.getpid())
+        log.info("learner rank %d/%d ready (pid %d)", self.rank, world_size, os.getpid())
+        return self.info()
 
-    def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "rank": self.rank, "device": self.device.kind}
+    def read_text(self, path: str) -> str | None:
+        """The file's text as this rank's node sees it (None when absent): the shared-folder check."""
+        try:
+            with open(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def list_files(self, path: str) -> list[tuple[str, int]]:
+        """(relative path, size) of every file under `path` as this rank's node sees it (checkpoint sealing)."""
+        root = os.path.abspath(path)
+        out = []
+        for folder, _, names in os.walk(root):
+            for name in names:
+                full = os.path.join(folder, name)
+                out.append((os.path.relpath(full, root), os.path.getsize(full)))
+        return sorted(out)
 
     # ---- forward passes ----
     @staticmethod
@@ -356,6 +408,14 @@ class Learner:
         if self.rank != 0:
             return None
         return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
+
+    def join_weight_sync(self, group_args: dict[str, Any]) -> None:
+        """Collective transport: rank 0 hosts and joins the weight-sync group (rank 0 of it); other ranks do
+        not take part."""
+        from rlvr.weight_sync import join_group
+
+        if self.rank == 0:
+            join_group(device=str(self.torch_device), rank=0, **group_args)
 
     def broadcast_weights(self, group_args: dict[str, Any]) -> int:
         """Collective transport: rank 0 broadcasts each tensor to the generators (rlvr.weight_sync)."""

@@ -157,6 +157,7 @@ def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(r
     import ray
     import torch
 
+    from rlvr.actors.group import ActorGroup
     from rlvr.trainer import RLVRTrainer
     from rlvr.weight_sync import WeightSync, WeightSyncError
 
@@ -169,7 +170,7 @@ def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(r
         # corrupt generator 1 (as a stale/garbled sync would): the check must fail and name it
         sd = ray.get(trainer.learners.actors[0].full_state_dict.remote())
         noisy = {k: v + 0.05 * torch.randn_like(v) for k, v in sd.items()}
-        ray.get(trainer.generators[1].load_weights.remote(noisy))
+        ray.get(trainer.generators.actors[1].load_weights.remote(noisy))
         with pytest.raises(WeightSyncError, match="generator 1"):
             trainer.sync.verify()
         # the collective transport (gloo on CPU; NCCL on GPU is the same code) repairs it
@@ -177,12 +178,19 @@ def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(r
                           probe_prompt=trainer.sync.probe_prompt)
         gloo.sync()
         assert gloo.verify() <= 1e-4
-        # a stalled peer (here: a group that expects a third member who never joins) is an error, not a hang
-        stalled = WeightSync(trainer.learners, trainer.generators[:1], transport="gloo", timeout_s=5,
+        # a group with a member that never joins (busy elsewhere) is an error naming the address, not a hang
+        class NeverJoins:  # defined here: pickled by value, so the worker needs no import of this module
+            def join_weight_sync(self, group_args):
+                time.sleep(120)
+
+        sleeper = ray.remote(num_cpus=0)(NeverJoins).remote()
+        members = ActorGroup([trainer.generators.actors[0], sleeper], ["generator 0", "a member that never joins"],
+                             timeout_s=5)
+        stalled = WeightSync(trainer.learners, members, transport="gloo", timeout_s=5, startup_timeout_s=5,
                              tolerance=1e-4, probe_prompt=trainer.sync.probe_prompt)
-        stalled._group_args["world_size"] = 3
-        with pytest.raises(WeightSyncError, match="did not finish within"):
+        with pytest.raises(WeightSyncError, match=r"weight-sync group \(gloo\) did not form at [0-9.]+:[0-9]+"):
             stalled.sync()
+        ray.kill(sleeper)
     finally:
         trainer.stop_actors()
 
