@@ -208,10 +208,10 @@ class WeightSync:
             self._both([rank0.join_weight_sync.remote(args)], [0], joins, f"forming the weight-sync group "
                        f"({self.transport}) at {host}:{port}", timeout_s=self.startup_timeout_s + 30)
         except ray.exceptions.RayTaskError as err:
-            from rlvr.actors.group import _cause
+            from rlvr.actors.group import cause_line
 
             raise WeightSyncError(f"the weight-sync group ({self.transport}) did not form at {host}:{port}: "
-                                  f"{getattr(err, 'actor_name', 'a member')}: {_cause(err)}") from None
+                                  f"{getattr(err, 'actor_name', 'a member')}: {cause_line(err)}") from None
         self._group_args = args
         log.info("weight-sync group (%s) formed at %s:%d with %d generator(s)", self.transport, host, port,
                  len(self.generators))

@@ -155,7 +155,7 @@ def bundle_node_ips(pg) -> list[str]:
     return [ips.get(table["bundles_to_node_id"][i], "?") for i in range(len(table["bundles_to_node_id"]))]
 
 
-def _cause(err: BaseException) -> str:
+def cause_line(err: BaseException) -> str:
     """One line for an actor's exception (a RayTaskError carries the original as `.cause`)."""
     cause = getattr(err, "cause", None) or err
     text = str(cause).strip().splitlines()
@@ -262,7 +262,7 @@ class LearnerGroup(ActorGroup):
                      timeout_s=startup_timeout_s + RENDEZVOUS_MARGIN_S)
         except ray.exceptions.RayTaskError as err:
             who = getattr(err, "actor_name", "a learner rank")
-            raise StartupError(f"{who} could not join the learners' group at {where}: {_cause(err)}") from None
+            raise StartupError(f"{who} could not join the learners' group at {where}: {cause_line(err)}") from None
         except ActorFailure as err:
             if err.__cause__ is not None:  # an actor died
                 raise StartupError(f"{err} (rendezvous address {where})") from err
