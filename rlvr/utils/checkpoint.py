@@ -1,23 +1,36 @@
-"""Checkpoints that are never loaded half-written.
+"""Checkpoints that are never loaded half-written, corrupted or unsafe.
 
 Layout under a run's `checkpoints/` folder:
     step_00000010/         one complete checkpoint: whatever the trainer wrote (an `hf/` model folder, DeepSpeed
-                           state, `trainer_state.pt`) plus MANIFEST.json (every file's size), written last
+                           state, `trainer_state.pt`) plus MANIFEST.json (every file's size and SHA-256), written last
     latest                 text file naming the newest complete checkpoint, replaced atomically after it
 
 A checkpoint is written into `.tmp-step_N/`, its manifest added, then renamed; only then is `latest` updated.
-Loading checks `latest`; if it names a missing or incomplete folder (a truncated file, no manifest), the newest
-complete checkpoint is used instead and a warning says why. Multi-rank trainers: every rank writes into
-`begin(step)`'s folder, then rank 0 alone calls `commit(step)` after a barrier.
+Multi-rank trainers: every rank writes into `begin(step)`'s folder, then rank 0 alone calls `commit(step)`.
+
+Loading (`scan`, `latest`): a checkpoint is usable when its manifest lists every file at its recorded size and
+SHA-256, and every pickled file in it (`*.pt`) deserialises under `torch.load(weights_only=True)` (tensors and plain
+data only, so a pickle payload never runs). Checkpoints that fail are skipped with a warning naming them and why;
+the newest usable one is used. Rotation (`keep_last`) deletes only checkpoints older than the newest usable ones
+it keeps, so the newest checkpoint that passed the check always survives.
+
+DeepSpeed's own loader is run inside `safe_deepspeed_load()`: torch.load is forced to weights_only=True there,
+with the three DeepSpeed classes its optimiser files need allow-listed (LossScaler, ZeroStageEnum,
+fragment_address: plain attribute holders).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +40,28 @@ log = get_logger(__name__)
 
 MANIFEST = "MANIFEST.json"
 LATEST = "latest"
+FORMAT = 2  # manifest format: 1 = sizes only (older runs), 2 = sizes and SHA-256
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
+PICKLED_SUFFIXES = (".pt", ".pth")
 
 
 class CheckpointError(RuntimeError):
-    pass
+    """A checkpoint cannot be written or used; the message names the folder or file."""
+
+
+class ResumeError(CheckpointError):
+    """The run cannot resume as asked (no usable checkpoint, data changed): an input error, exit code 2."""
+
+
+class DiskFullError(CheckpointError):
+    """Saving ran out of space: the message names the folder, the space a checkpoint needs and what is free."""
 
 
 class CheckpointManager:
     def __init__(self, root: str | Path, keep_last: int = 2):
         self.root = Path(root)
         self.keep_last = keep_last
+        self._verified: dict[str, tuple] = {}  # folder name -> file signature it passed the check with
 
     @staticmethod
     def step_name(step: int) -> str:
@@ -52,44 +76,81 @@ class CheckpointManager:
         return tmp
 
     def commit(self, step: int, extra: dict[str, Any] | None = None) -> Path:
-        """Seal checkpoint `step`: manifest, rename into place, then point `latest` at it; prune old ones."""
+        """Seal checkpoint `step`: manifest with checksums, rename into place, then point `latest` at it; prune."""
         tmp = self.root / f".tmp-{self.step_name(step)}"
         if not tmp.is_dir():
             raise CheckpointError(f"commit({step}) without begin({step}): {tmp} does not exist")
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files, **(extra or {})}, indent=1))
+        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+                 for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST}
+        manifest = {"format": FORMAT, "step": step, "files": files, **(extra or {})}
+        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1))
         final = self.root / self.step_name(step)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        _fsync_dir(self.root)
+        self._verified[final.name] = _signature(final)
         _atomic_write(self.root / LATEST, final.name)
         self._prune()
         log.info("checkpoint %s written", final)
         return final
 
-    def _prune(self) -> None:
-        complete = self.complete_checkpoints()
-        for path in complete[: max(0, len(complete) - self.keep_last)]:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def complete_checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+    # ---- finding checkpoints ----
+    def folders(self) -> list[Path]:
+        """Every sealed-looking step folder, newest first (whether or not it passes the check)."""
         if not self.root.is_dir():
             return []
-        found = [p for p in self.root.iterdir() if _STEP_DIR.match(p.name) and is_complete(p)]
-        return sorted(found, key=lambda p: p.name)
+        return sorted((p for p in self.root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()),
+                      key=lambda p: p.name, reverse=True)
+
+    def problem(self, path: Path) -> str | None:
+        """Why `path` cannot be resumed from (None: usable). Checked once per process per unchanged folder."""
+        sig = _signature(path)
+        if self._verified.get(path.name) == sig and sig:
+            return None
+        reason = verify(path)
+        if reason is None:
+            self._verified[path.name] = sig
+        return reason
+
+    def scan(self) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """(usable checkpoints newest first, [(rejected checkpoint, why)]). Each rejection is logged."""
+        usable, rejected = [], []
+        for path in self.folders():
+            reason = self.problem(path)
+            if reason is None:
+                usable.append(path)
+            else:
+                log.warning("checkpoint %s is skipped: %s", path, reason)
+                rejected.append((path, reason))
+        marker = self.root / LATEST
+        if marker.is_file() and usable and marker.read_text().strip() != usable[0].name:
+            log.warning("checkpoint marker %s names %s; the newest usable checkpoint is %s", marker,
+                        marker.read_text().strip(), usable[0].name)
+        return usable, rejected
+
+    def complete_checkpoints(self) -> list[Path]:
+        """Usable checkpoints, oldest first."""
+        return list(reversed(self.scan()[0]))
 
     def latest(self) -> Path | None:
-        """The checkpoint to resume from, or None when there is none. Never returns an incomplete one."""
-        marker = self.root / LATEST
-        if marker.is_file():
-            named = self.root / marker.read_text().strip()
-            if is_complete(named):
-                return named
-            log.warning("checkpoint marker %s names %s, which is missing or incomplete; "
-                        "falling back to the newest complete checkpoint", marker, named)
-        complete = self.complete_checkpoints()
-        return complete[-1] if complete else None
+        """The newest usable checkpoint, or None. Never returns an incomplete, corrupted or unsafe one."""
+        usable, _ = self.scan()
+        return usable[0] if usable else None
+
+    def _prune(self) -> None:
+        """Keep the newest `keep_last` usable checkpoints; delete older ones (usable or not). Folders newer than the
+        newest usable one are left for inspection (they are skipped on load)."""
+        kept = 0
+        oldest_kept = None
+        for path in self.folders():
+            if kept < self.keep_last:
+                if self.problem(path) is None:
+                    kept += 1
+                    oldest_kept = path.name
+                continue
+            if oldest_kept is not None and path.name < oldest_kept:
+                shutil.rmtree(path, ignore_errors=True)
 
     @staticmethod
     def step_of(path: Path) -> int:
@@ -99,32 +160,210 @@ class CheckpointManager:
         return int(m.group(1))
 
 
-def is_complete(path: Path) -> bool:
-    """A folder is complete when its manifest exists and every listed file is there at its recorded size."""
-    manifest = path / MANIFEST
-    if not manifest.is_file():
-        return False
+def set_aside(root: Path) -> Path | None:
+    """A fresh start over an earlier run (resume=never): rename its checkpoints folder to
+    `<name>.replaced-<UTC time>` (kept, never deleted) so none of it is resumed from or rotated away."""
+    if not CheckpointManager(root).folders():
+        return None
+    import time
+
+    base = f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    target, n = root.with_name(base), 1
+    while target.exists():
+        target, n = root.with_name(f"{base}-{n}"), n + 1
+    root.rename(target)
+    log.warning("resume=never: the earlier run's checkpoints in %s were moved to %s", root, target)
+    return target
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (json.JSONDecodeError, KeyError):
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+
+
+def is_complete(path: Path) -> bool:
+    """Quick check: the manifest exists and every listed file is there at its recorded size (no hashing)."""
+    manifest = read_manifest(path)
+    if manifest is None:
         return False
-    return all((path / rel).is_file() and (path / rel).stat().st_size == size for rel, size in files.items())
+    return all((path / rel).is_file() and (path / rel).stat().st_size == _size(entry)
+               for rel, entry in manifest["files"].items())
+
+
+def verify(path: Path) -> str | None:
+    """Full check of one checkpoint folder: None when usable, else the reason (first problem found)."""
+    if not (path / MANIFEST).is_file():
+        return f"no {MANIFEST} (never sealed: the run stopped while writing it)"
+    manifest = read_manifest(path)
+    if manifest is None:
+        return f"{MANIFEST} is unreadable"
+    for rel, entry in sorted(manifest["files"].items()):
+        file = path / rel
+        if not file.is_file():
+            return f"{rel} is missing"
+        if file.stat().st_size != _size(entry):
+            return f"{rel} is {file.stat().st_size} bytes, the manifest says {_size(entry)} (truncated or replaced)"
+        if isinstance(entry, dict) and file_sha256(file) != entry.get("sha256"):
+            return f"{rel} does not match its SHA-256 in the manifest (corrupted or modified)"
+    for rel in sorted(manifest["files"]):
+        if rel.endswith(PICKLED_SUFFIXES):
+            try:
+                load_state(path / rel, mmap=True)
+            except CheckpointError as err:
+                return str(err)
+    return None
+
+
+def _size(entry: Any) -> int:
+    return int(entry["size"]) if isinstance(entry, dict) else int(entry)  # format 1: the size alone
+
+
+def _signature(path: Path) -> tuple:
+    try:
+        return tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in path.rglob("*") if p.is_file()))
+    except OSError:
+        return ()
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a folder be opened for fsync
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    _write_synced(tmp, text)
     os.replace(tmp, path)
 
 
+# ---- safe loading ----
+
+def load_state(path: Path, *, mmap: bool = False) -> Any:
+    """A state file of ours (or a DeepSpeed one) with torch.load(weights_only=True): tensors and plain data only.
+    Any failure (a pickle payload, a foreign type, a garbled or zeroed file) is a CheckpointError naming it."""
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_deepspeed_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError) as err:
+        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+        # torch's weights-only refusal names the forbidden global (e.g. posix.system) on a later line
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+        raise CheckpointError(f"{path.name} cannot be loaded safely ({type(err).__name__}: {detail[:200]})") from None
+
+
+def _deepspeed_globals() -> list:
+    """The DeepSpeed classes its ZeRO optimiser files pickle (checked on ZeRO 0-3, fp32 and bf16)."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:
+        return []
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextlib.contextmanager
+def safe_deepspeed_load() -> Iterator[None]:
+    """Run DeepSpeed's `load_checkpoint` with every torch.load forced to weights_only=True (DeepSpeed passes
+    weights_only=False itself; $TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides that) and its classes allow-listed."""
+    import torch
+
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with torch.serialization.safe_globals(_deepspeed_globals()):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
+# ---- saving: out-of-space errors that say so ----
+
+LOW_SPACE_BYTES = 64 * 2**20
+
+
+def is_disk_full(err: BaseException, folder: Path) -> bool:
+    """ENOSPC/EDQUOT anywhere in the error's chain (a Ray actor's error included), or torch's serializer failing
+    on a short write (`[enforce fail at inline_container.cc...] unexpected pos`, which never says why) while
+    `folder`'s filesystem is nearly full."""
+    seen: set[int] = set()
+    torch_write_failed = False
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        torch_write_failed |= "inline_container" in text
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+    return torch_write_failed and _free_bytes(folder) < LOW_SPACE_BYTES
+
+
+def disk_full_error(folder: Path, needed_bytes: int | None) -> DiskFullError:
+    free = _free_bytes(folder)
+    need = f"a checkpoint needs about {format_bytes(needed_bytes)}, " if needed_bytes else ""
+    return DiskFullError(f"no space left to save a checkpoint in {folder}: {need}{format_bytes(free)} free there; "
+                         "free some space and rerun the same command to resume from the last checkpoint")
+
+
+def _free_bytes(folder: Path) -> int:
+    for p in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(p).free
+    return 0
+
+
+def format_bytes(n: int | float | None) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+# ---- RNG state as plain data (loadable with weights_only=True) ----
+
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) generator states, for exact resume."""
+    """Python, NumPy and torch (CPU and CUDA) generator states, for exact resume: lists, numbers and tensors."""
     import numpy as np
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
@@ -132,8 +371,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
