@@ -121,8 +121,13 @@ class TrainConfig(FrozenConfig):
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
     eval_every: int = Field(0, ge=0, description="evaluate on data.eval every N steps (0: only at the end)")
     eval_at_start: bool = Field(False, description="also evaluate the starting policy (logged as step 0)")
-    resume: Literal["auto", "never", "must"] = Field("auto", description="auto: resume from the latest checkpoint "
-                                                                         "in output_dir when there is one")
+    resume: Literal["auto", "never", "must"] = Field(
+        "auto", description="auto: resume from the newest usable checkpoint in output_dir, start fresh when there is "
+        "none, and stop (exit 2) when checkpoints exist but none is usable; must: a usable checkpoint is required; "
+        "never: start fresh, moving an earlier run's checkpoints/ and metrics.jsonl aside")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/inf loss, grad norm or weight: stop before saving (exit 1), or skip optimiser "
+        "steps whose gradients are not finite (ZeRO stage 0; non-finite weights still stop)")
     progress: bool = Field(True, description="tqdm progress bar")
 
 

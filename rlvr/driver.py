@@ -14,8 +14,10 @@ weight-sync group meet at learner rank 0's node address, and output_dir must be 
 (checked at start). See docs/ray_job.md.
 
 Exit codes: 0 success; 1 the run could not start (actors not placed, a group not formed within
-resources.startup_timeout_s) or stopped (actor or node lost, weight sync failed, reward error budget exceeded —
-the message says which, the last checkpoint is intact); 2 bad config or data.
+resources.startup_timeout_s) or stopped (actor or node lost, weight sync failed, reward error budget exceeded, a
+non-finite loss/grad norm/weight — the message says which, the last checkpoint is intact); 2 bad config or data, an
+unusable input found by the preflight (model, data file, output_dir), no usable checkpoint to resume, output_dir in
+use by another run, no space left to save.
 """
 
 from __future__ import annotations
@@ -52,8 +54,11 @@ def connect_ray(cfg: RLVRConfig) -> bool:
         log.info("connected to Ray at %s: %d node(s) %s; this driver on %s", os.environ["RAY_ADDRESS"], len(nodes),
                  nodes, ray.util.get_node_ip_address())
         return False
+    from rlvr.utils.local_ray import start_local_ray
+
     num_cpus = cfg.resources.ray_num_cpus or max(_ray_cpus_needed(cfg), os.cpu_count() or 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+    # on 127.0.0.1 only, and ended by a watchdog if this driver dies without shutting it down
+    start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
     log.info("started a local Ray with %d CPUs", num_cpus)
     return True
 
@@ -63,20 +68,25 @@ def train(cfg: RLVRConfig) -> TrainResult:
     import ray
 
     from rlvr.models import resolve_model
+    from rlvr.preflight import preflight_rlvr
     from rlvr.trainer import RLVRTrainer
+    from rlvr.utils.runlock import RunLock
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
     cfg = cfg.replace(model=resolve_model(cfg.model))
-    trainer = RLVRTrainer(cfg)  # loads and validates the prompts first: bad data fails before Ray starts
-    started = False
-    try:
-        started = connect_ray(cfg)
-        trainer.start_actors()
-        return trainer.run()
-    finally:
-        trainer.stop_actors()
-        if started:
-            ray.shutdown()
+    preflight_rlvr(cfg)  # model, data files, output_dir and its free space: one-line errors, before Ray starts
+    with RunLock(cfg.output_dir):  # one writer per run folder
+        trainer = RLVRTrainer(cfg)  # loads and validates the prompts first: bad data fails before Ray starts
+        trainer.plan_resume()  # the checkpoint to resume from (checked, same data), before Ray starts
+        started = False
+        try:
+            started = connect_ray(cfg)
+            trainer.start_actors()
+            return trainer.run()
+        finally:
+            trainer.stop_actors()
+            if started:
+                ray.shutdown()
 
 
 def _cuda() -> bool:
@@ -133,8 +143,11 @@ def cli_main(args: argparse.Namespace) -> int:
     from rewards.registry import UnknownVerifierError
     from rlvr.actors.group import ActorFailure, StartupError
     from rlvr.data.prompts import PromptDataError
+    from rlvr.preflight import PreflightError
     from rlvr.trainer import TrainingStopped
+    from rlvr.utils.checkpoint import DiskFullError, ResumeError
     from rlvr.utils.metrics import read_metrics
+    from rlvr.utils.runlock import RunLockedError
     from rlvr.weight_sync import WeightSyncError
 
     try:
@@ -144,7 +157,8 @@ def cli_main(args: argparse.Namespace) -> int:
         return 2
     try:
         result = train(cfg)
-    except (ConfigError, PromptDataError, UnknownVerifierError) as err:
+    except (ConfigError, PromptDataError, UnknownVerifierError, PreflightError, ResumeError, RunLockedError,
+            DiskFullError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except StartupError as err:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,21 @@ from rlvr.actors.group import (
 )
 from rlvr.algorithms import group_advantages, sequence_rewards
 from rlvr.config import RLVRConfig
-from rlvr.utils.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlvr.utils.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    ResumeError,
+    capture_rng_state,
+    disk_full_error,
+    is_disk_full,
+    load_state,
+    restore_rng_state,
+    set_aside,
+)
 from rlvr.utils.config import config_to_dict, save_config
+from rlvr.utils.finite import nonfinite_metrics
 from rlvr.utils.logging import get_logger
-from rlvr.utils.metrics import MetricsLogger, mean_ci95
+from rlvr.utils.metrics import MetricsLogger, mean_ci95, prepare_metrics_file
 from rlvr.utils.plots import plot_curves
 from rlvr.utils.run import TrainResult
 from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
@@ -156,15 +168,71 @@ class RLVRTrainer:
         self.pool.close()
 
     # ---- checkpoints ----
+    def data_fingerprint(self) -> str:
+        """Hash of the training prompts' content in order (ids, messages, ground truths, verifiers), saved in
+        each checkpoint's manifest: a resume on changed data is refused before anything starts."""
+        if getattr(self, "_data_fingerprint", None) is None:
+            h = hashlib.sha256()
+            for row in self.train_set:
+                h.update(json.dumps([row.id, row.messages, row.ground_truth, row.dataset], sort_keys=True,
+                                    default=str).encode())
+            self._data_fingerprint = h.hexdigest()
+        return self._data_fingerprint
+
+    def plan_resume(self) -> None:
+        """Before Ray starts: pick the checkpoint to resume from (train.resume). Checkpoints are checked by content
+        (CheckpointManager.scan: checksums, safe deserialisation); the newest usable one must have been trained on
+        these prompts with this seed. ResumeError (exit 2) when the run cannot resume as asked."""
+        mode, root = self.cfg.train.resume, self.ckpt.root
+        self._resume_from: tuple[Path, dict] | None = None
+        if mode == "never":
+            set_aside(root)  # an earlier run's checkpoints are kept, renamed; metrics.jsonl likewise in run()
+            return
+        usable, rejected = self.ckpt.scan()
+        for path in usable:
+            try:
+                state = load_state(path / "trainer_state.pt")
+            except CheckpointError as err:
+                log.warning("checkpoint %s is skipped: %s", path, err)
+                rejected.append((path, str(err)))
+                continue
+            self._check_same_data(path, state)
+            self._resume_from = (path, state)
+            return
+        if rejected:
+            detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
+            raise ResumeError(f"train.resume={mode}: {len(rejected)} checkpoint(s) in {root}, none usable ({detail}); "
+                              "set train.resume=never to start over (they are kept, renamed)")
+        if mode == "must":
+            raise ResumeError(f"train.resume=must but there is no checkpoint in {root}")
+
+    def _check_same_data(self, path: Path, state: dict) -> None:
+        saved = state.get("sampler", {})
+        manifest = json.loads((path / "MANIFEST.json").read_text())
+        checks = [("seed", saved.get("seed"), self.sampler.seed),
+                  ("number of prompts", saved.get("num_prompts"), len(self.train_set)),
+                  ("prompt ids", saved.get("fingerprint"), self.sampler.fingerprint)]
+        if "data_fingerprint" in manifest:
+            checks.append(("prompt content", manifest["data_fingerprint"][:16], self.data_fingerprint()[:16]))
+        for what, then, now in checks:
+            if then != now:
+                raise ResumeError(f"{path} was trained on other data: its {what} is {then!r}, now {now!r} "
+                                  "(data.train, its files or seed changed); resume with the same data, or set "
+                                  "train.resume=never to start over")
+
     def resume(self) -> bool:
-        mode = self.cfg.train.resume
-        path = self.ckpt.latest() if mode != "never" else None
-        if path is None:
-            if mode == "must":
-                raise TrainingStopped(f"train.resume=must but no complete checkpoint in {self.ckpt.root}")
+        """After the actors start: load the checkpoint `plan_resume` picked into the learners and this driver."""
+        if not hasattr(self, "_resume_from"):
+            self.plan_resume()
+        if self._resume_from is None:
             return False
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
-        step = self.learners.get(self.learners.call("load", str(path)), "loading checkpoint")[0]
+        path, state = self._resume_from
+        try:
+            step = self.learners.get(self.learners.call("load", str(path)), "loading checkpoint")[0]
+        except Exception as err:
+            from rlvr.actors.group import cause_line
+
+            raise TrainingStopped(f"{path}: the learners could not load it ({cause_line(err)})") from err
         if step != state["step"]:
             raise TrainingStopped(f"{path}: learner state is step {step} but trainer_state.pt says {state['step']}")
         self.sampler.load_state_dict(state["sampler"])
@@ -174,13 +242,40 @@ class RLVRTrainer:
         return True
 
     def save(self) -> Path:
+        """One checkpoint of the current step; an out-of-space failure says where and how much is needed."""
         path = self.ckpt.begin(self.step)
-        self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
-        confirm_checkpoint_parts(path, self.learners, timeout_s=self.cfg.resources.startup_timeout_s)
-        torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state()},
-                   path / "trainer_state.pt")
-        save_config(self.cfg, path / "config.yaml")
-        return self.ckpt.commit(self.step)
+        try:
+            self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
+            confirm_checkpoint_parts(path, self.learners, timeout_s=self.cfg.resources.startup_timeout_s)
+            torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state()},
+                       path / "trainer_state.pt")
+            save_config(self.cfg, path / "config.yaml")
+            return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint()})
+        except Exception as err:
+            if not is_disk_full(err, self.ckpt.root):
+                raise
+            shutil.rmtree(path, ignore_errors=True)  # the unsealed part would only take more space
+            from rlvr.preflight import checkpoint_bytes, parameter_count
+
+            params = parameter_count(Path(self.cfg.model))
+            raise disk_full_error(self.ckpt.root, checkpoint_bytes(
+                params, critic_params=params if self.cfg.use_critic else None)) from err
+
+    def _check_update(self, step: int, results: list[dict[str, Any]]) -> None:
+        """Never go on from (or save) non-finite state: a NaN/inf loss or grad norm (unless train.on_nonfinite=skip
+        skipped those optimiser steps) or weight stops the run here, before anything is saved."""
+        skip = self.cfg.train.on_nonfinite == "skip"
+        for rank, r in enumerate(results):
+            bad = [] if skip else nonfinite_metrics(r)
+            if r.get("nonfinite/weights"):
+                bad.append(("the weights", f"non-finite in {int(r['nonfinite/weights'])} values"))
+            if bad:
+                newest = self.ckpt.latest()
+                key, value = bad[0]
+                raise TrainingStopped(
+                    f"step {step}: {key} is {value} on learner rank {rank}; stopped before saving, so no non-finite "
+                    f"state was written (newest checkpoint: {newest or 'none'}). Lower optim.lr or check the data"
+                    + ("" if skip else "; train.on_nonfinite=skip skips updates with non-finite gradients"))
 
     # ---- one RL step ----
     def generate(self, rows, *, step: int, samples: int, temperature: float, kind: str) -> list[dict[str, Any]]:
@@ -252,6 +347,7 @@ class RLVRTrainer:
         score_shards, fin_shards = _chunks(scores, W), _chunks(finished, W)
         results = self.learners.get(self.learners.call_sharded(
             "update", [(step, s, f, a) for s, f, a in zip(score_shards, fin_shards, adv_shards)]), "learner update")
+        self._check_update(step, results)  # before the weights reach the generators or a checkpoint
         t_learn = time.perf_counter() - t2
 
         sync_metrics = self.sync.sync()
@@ -302,8 +398,7 @@ class RLVRTrainer:
         cfg = self.cfg
         save_config(cfg, self.out / "config.yaml")
         resumed = self.resume()
-        if resumed:
-            _truncate_metrics(self.out / "metrics.jsonl", self.step)
+        prepare_metrics_file(self.out, self.step if resumed else None)  # torn lines dropped; never overwritten
         # before the first rollout (fresh or resumed) the generators get the learner's weights, checked
         self.sync.sync()
         if cfg.weight_sync.verify or resumed:
@@ -311,7 +406,7 @@ class RLVRTrainer:
         history: list[dict[str, Any]] = []
         bar = _progress(cfg.train.total_steps, self.step, cfg.train.progress)
         with MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
-                           run_name=cfg.logging.run_name, config=config_to_dict(cfg), append=resumed) as logger:
+                           run_name=cfg.logging.run_name, config=config_to_dict(cfg), append=True) as logger:
             if cfg.train.eval_at_start and self.step == 0 and self.eval_rows:
                 logger.log(0, self.evaluate())
             while self.step < cfg.train.total_steps:
@@ -341,14 +436,6 @@ def _progress(total: int, start: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, desc="rlvr", unit="step", dynamic_ncols=True)
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from: they will be produced again (no step repeated)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 __all__ = ["RLVRTrainer", "TrainingStopped", "ActorFailure", "request_seed"]

@@ -40,6 +40,7 @@ from rlvr.algorithms import (
     value_loss,
 )
 from rlvr.config import RLVRConfig
+from rlvr.utils.finite import count_nonfinite, step_engine
 from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -331,6 +332,8 @@ class Learner:
             metrics["value/lr"] = self.value.get_lr()[0]
         metrics["advantages/mean"] = masked_mean(adv, mask).item()
         metrics["kl/token_mean"] = masked_mean(d["kl"], mask).item()
+        engines = [e for e in (self.policy, self.value) if e is not None]
+        metrics["nonfinite/weights"] = float(sum(count_nonfinite(e.module) for e in engines))  # checked by the driver
         return metrics
 
     def _train_mini_batch(self, mb: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -345,6 +348,7 @@ class Learner:
         self.policy.train()
         n_micro = 0
         norm = None
+        skip, skipped = cfg.train.on_nonfinite == "skip", 0  # skipped optimiser steps (rlvr.utils.finite)
         for rows in self._micro_batches(mb["input_ids"].shape[0]):
             micro = _slice(mb, rows)
             m = micro["response_mask"]
@@ -357,7 +361,7 @@ class Learner:
                 loss = loss + cfg.ppo.kl_coef * aggregate_loss(kl, m, num_tokens=denom)
             self.policy.backward(loss, scale_wrt_gas=False)
             norm = _pre_step_grad_norm(self.policy, norm)
-            self.policy.step()
+            skipped += not step_engine(self.policy, skip_nonfinite=skip)
             policy_loss += loss.item()
             ent_sum += (ent * m).sum().item()
             w = m.sum().item()
@@ -366,6 +370,7 @@ class Learner:
             n_micro += 1
         stats["policy/loss"] = policy_loss
         stats["policy/grad_norm"] = _grad_norm(self.policy, norm)
+        stats["policy/skipped_fraction"] = float(skipped > 0)
         tokens_here = mb["response_mask"].sum().item()
         stats["policy/entropy"] = ent_sum / max(tokens_here, 1)
         stats.update({k: v / max(tokens_here, 1) for k, v in extra.items()})
@@ -374,7 +379,7 @@ class Learner:
             self.value.train()
             v_loss = 0.0
             vextra: dict[str, float] = {}
-            vnorm = None
+            vnorm, vskipped = None, 0
             for rows in self._micro_batches(mb["input_ids"].shape[0], "value"):
                 micro = _slice(mb, rows)
                 m = micro["response_mask"]
@@ -383,13 +388,14 @@ class Learner:
                                       clip_eps=cfg.ppo.value_clip_eps, num_tokens=denom)
                 self.value.backward(loss, scale_wrt_gas=False)
                 vnorm = _pre_step_grad_norm(self.value, vnorm)
-                self.value.step()
+                vskipped += not step_engine(self.value, skip_nonfinite=skip)
                 v_loss += loss.item()
                 w = m.sum().item()
                 for key, v in vm.items():
                     vextra[key] = vextra.get(key, 0.0) + v * w
             stats["value/loss"] = v_loss
             stats["value/grad_norm"] = _grad_norm(self.value, vnorm)
+            stats["value/skipped_fraction"] = float(vskipped > 0)
             stats.update({k: v / max(tokens_here, 1) for k, v in vextra.items() if k != "value/loss"})
         return stats
 
@@ -455,9 +461,12 @@ class Learner:
         AutoTokenizer.from_pretrained(self.cfg.tokenizer or self.cfg.model).save_pretrained(out)
 
     def load(self, path: str) -> int:
-        _, client = self.policy.load_checkpoint(os.path.join(path, "policy"), tag="ds")
-        if self.value is not None:
-            self.value.load_checkpoint(os.path.join(path, "value"), tag="ds")
+        from rlvr.utils.checkpoint import safe_deepspeed_load
+
+        with safe_deepspeed_load():  # every torch.load weights_only=True: a pickle payload never runs
+            _, client = self.policy.load_checkpoint(os.path.join(path, "policy"), tag="ds")
+            if self.value is not None:
+                self.value.load_checkpoint(os.path.join(path, "value"), tag="ds")
         return int(client["step"])
 
     def barrier(self) -> None:
