@@ -30,7 +30,8 @@ independently.
 Bad rows (not a JSON object, no assistant turn, an empty chosen/rejected reply, an unknown format, an unknown role)
 raise `DataError` naming file and line when `on_bad_row: error`; with `on_bad_row: skip` they are dropped and
 counted per reason, and loading fails when more than `max_skipped_fraction` of the rows were skipped. A file that
-is not JSON always fails, naming file and line.
+is not JSON (or not UTF-8) always fails, naming file and line. A preference pair whose chosen and rejected sequences
+are identical is always dropped and counted under "chosen equals rejected" (it would train on a constant log 2 loss).
 """
 
 from __future__ import annotations
@@ -143,10 +144,13 @@ def _json_array_rows(text: str, source: str) -> Iterator[tuple[Any, Origin]]:
 
 def _text_rows(path: Path) -> Iterator[tuple[Any, Origin]]:
     source = str(path)
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column})") from None
     stripped = text.lstrip()
     if path.suffix == ".json" and stripped.startswith("["):
         yield from _json_array_rows(text, source)
@@ -213,6 +217,11 @@ def source_digest(specs: list[str]) -> str:
 
 class RowError(ValueError):
     """A malformed row; becomes a DataError (or a counted skip) with its origin attached."""
+
+
+class UselessRow(Exception):
+    """A well-formed row that cannot teach anything (e.g. chosen == rejected): always dropped and counted under
+    its reason, never an error by itself (loading still fails when no row is left)."""
 
 
 def _messages(value: Any, what: str) -> list[dict[str, str]]:
@@ -354,6 +363,9 @@ def _collect(cfg: DataConfig, convert, report: LoadReport) -> list:
             report.total += 1
             try:
                 example = convert(row)
+            except UselessRow as err:
+                report.skip(str(err), origin)
+                continue
             except RowError as err:
                 if cfg.on_bad_row == "error":
                     raise DataError(f"{origin}: {err} (set data.on_bad_row=skip to skip such rows)") from None
@@ -364,7 +376,7 @@ def _collect(cfg: DataConfig, convert, report: LoadReport) -> list:
                 continue
             out.append(example)
     report.kept = len(out)
-    bad = sum(n for r, n in report.skipped.items() if r != "no target after truncation")
+    bad = sum(n for r, n in report.skipped.items() if r not in ("no target after truncation", SAME_PAIR))
     if report.total and bad / report.total > cfg.max_skipped_fraction:
         raise DataError(f"too many bad rows in {', '.join(specs)}: {report.summary()} "
                         f"(more than data.max_skipped_fraction={cfg.max_skipped_fraction})")
@@ -385,7 +397,12 @@ def load_sft_examples(cfg: DataConfig, tokenizer) -> tuple[list[SFTExample], Loa
     return _collect(cfg, convert, report), report
 
 
+SAME_PAIR = "chosen equals rejected"
+
+
 def load_pair_examples(cfg: DataConfig, tokenizer) -> tuple[list[PairExample], LoadReport]:
+    """Preference pairs. A pair whose chosen and rejected sequences are identical (after the chat template and
+    truncation) is dropped and counted under "chosen equals rejected"; if no pair is left, loading fails."""
     renderer = ChatRenderer(tokenizer, cfg.chat_template)
     report = LoadReport()
 
@@ -393,6 +410,8 @@ def load_pair_examples(cfg: DataConfig, tokenizer) -> tuple[list[PairExample], L
         chosen, rejected = preference_messages(row)
         c = _truncate(*renderer.encode(chosen, only_last=True), cfg.max_length)
         r = _truncate(*renderer.encode(rejected, only_last=True), cfg.max_length)
+        if c and r and c == r:  # identical after rendering and truncation: a constant log(2) loss, no gradient
+            raise UselessRow(SAME_PAIR)
         return PairExample(c[0], c[1], r[0], r[1]) if c and r else None
 
     return _collect(cfg, convert, report), report

@@ -61,7 +61,24 @@ def _spawned(local_rank: int, cfg, objective_path: str, world: int, master_addr:
 
 
 def run_stage(cfg, objective_path: str) -> TrainResult:
-    """Run a stage with the ranks `cfg.dist` and the environment ask for (see module docstring)."""
+    """Run a stage with the ranks `cfg.dist` and the environment ask for (see module docstring). Unless the stage
+    finished already, its inputs are checked first (rlvr.preflight: one-line errors, exit 2) and the process that
+    owns the run (rank 0, or the parent of spawned ranks) holds the run folder's lock (rlvr.utils.runlock)."""
+    from rlvr.preflight import preflight_stage
+    from rlvr.utils.runlock import RunLock
+
+    out = Path(cfg.output_dir)
+    done = finished_result(out)
+    if done is not None:
+        return done
+    preflight_stage(cfg, model_path=resolve_model(cfg.model))
+    if int(os.environ.get("RANK", "0")) != 0:  # a launcher's other ranks: rank 0 holds the lock
+        return _run_stage(cfg, objective_path)
+    with RunLock(out):
+        return _run_stage(cfg, objective_path)
+
+
+def _run_stage(cfg, objective_path: str) -> TrainResult:
     import torch.distributed as dist
 
     out = Path(cfg.output_dir)
@@ -106,17 +123,28 @@ def add_stage_arguments(parser: argparse.ArgumentParser, example: str) -> None:
 
 
 def stage_cli(args: argparse.Namespace, config_cls, train_fn) -> int:
+    """Exit 2 with one line on stderr for bad input (config, data, the preflight, no usable checkpoint, the run
+    folder in use, no space to save); 1 for a run stopped by non-finite values."""
+    import sys
+
+    from rlvr.preflight import PreflightError
+    from rlvr.utils.checkpoint import DiskFullError, ResumeError
+    from rlvr.utils.finite import NonFiniteError
+    from rlvr.utils.runlock import RunLockedError
     from sft_dpo.data import DataError
 
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
     except ConfigError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         result = train_fn(cfg)
-    except DataError as err:
-        print(f"error: {err}")
+    except (DataError, PreflightError, ResumeError, RunLockedError, DiskFullError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:
+        print(f"error: the run stopped: {err}", file=sys.stderr)
+        return 1
     print(result.model_dir)
     return 0

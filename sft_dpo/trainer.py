@@ -27,19 +27,32 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from rlvr.utils.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from rlvr.utils.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    ResumeError,
+    capture_rng_state,
+    disk_full_error,
+    is_disk_full,
+    load_state,
+    restore_rng_state,
+    safe_deepspeed_load,
+    set_aside,
+)
 from rlvr.utils.config import FrozenConfig, save_config
 from rlvr.utils.device import DeviceInfo
+from rlvr.utils.finite import NonFiniteError, count_nonfinite, nonfinite_metrics, step_engine
 from rlvr.utils.logging import get_logger
-from rlvr.utils.metrics import MetricsLogger
+from rlvr.utils.metrics import MetricsLogger, prepare_metrics_file
 from rlvr.utils.plots import plot_curves
 from rlvr.utils.run import TrainResult
 from rlvr.utils.tokens import set_stop_tokens
+from sft_dpo.data import DataError, examples_digest
 from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
 
 log = get_logger(__name__)
@@ -63,6 +76,13 @@ class StageConfig(FrozenConfig):
     log_every: int = Field(1, ge=1, description="metrics line every N steps")
     stop_after_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after this step without "
                                                                  "changing the schedule: time-boxed jobs, resume tests")
+    resume: Literal["auto", "never", "must"] = Field(
+        "auto", description="auto: resume from the newest usable checkpoint, start fresh when there is none, stop "
+        "(exit 2) when checkpoints exist but none is usable; must: a usable checkpoint is required; never: start "
+        "fresh, moving an earlier run's checkpoints/ and metrics.jsonl aside")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/inf loss, grad norm or weight: stop before saving (exit 1), or skip optimiser "
+        "steps whose gradients are not finite (ZeRO stage 0; non-finite weights still stop)")
     tensorboard: bool = True
     wandb_project: str | None = None
 
@@ -175,14 +195,6 @@ def _grad_norm(module: torch.nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop metric lines of steps after the checkpoint (they will be recomputed)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
 # ---------------------------------------------------------------- saving
 
 def save_hf(engine, objective: Objective, tokenizer, out: Path, *, rank: int, zero_stage: int) -> None:
@@ -198,30 +210,84 @@ def save_hf(engine, objective: Objective, tokenizer, out: Path, *, rank: int, ze
         tokenizer.save_pretrained(out)
 
 
-def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: Objective, step: int) -> None:
+def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: Objective, step: int,
+                    data_digest: str) -> None:
     if ctx.rank == 0:
         mgr.begin(step)
     barrier()
     tmp = mgr.root / f".tmp-{mgr.step_name(step)}"
-    engine.save_checkpoint(str(tmp / "deepspeed"), tag="state")
-    save_hf(engine, objective, ctx.tokenizer, tmp / "hf", rank=ctx.rank, zero_stage=ctx.cfg.engine.zero_stage)
-    torch.save({"step": step, "rng": capture_rng_state()}, tmp / f"trainer_state_rank{ctx.rank}.pt")
+    try:
+        engine.save_checkpoint(str(tmp / "deepspeed"), tag="state")
+        save_hf(engine, objective, ctx.tokenizer, tmp / "hf", rank=ctx.rank, zero_stage=ctx.cfg.engine.zero_stage)
+        torch.save({"step": step, "rng": capture_rng_state()}, tmp / f"trainer_state_rank{ctx.rank}.pt")
+    except Exception as err:
+        if not is_disk_full(err, mgr.root):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # the unsealed part would only take more space
+        from rlvr.preflight import checkpoint_bytes, parameter_count
+
+        raise disk_full_error(mgr.root, checkpoint_bytes(parameter_count(Path(ctx.model_path)))) from err
     barrier()
     if ctx.rank == 0:
-        mgr.commit(step)
+        mgr.commit(step, extra={"data_digest": data_digest, "world_size": ctx.world_size})
     barrier()
+
+
+def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Path | None:
+    """The checkpoint to resume from (cfg.resume), chosen before the model loads: checked by content
+    (CheckpointManager.scan), written with this world size, on the same tokenised data. ResumeError (exit 2)
+    when the run cannot resume as asked."""
+    mode = ctx.cfg.resume
+    if mode == "never":
+        if ctx.rank == 0:
+            set_aside(mgr.root)
+        barrier()
+        return None
+    usable, rejected = mgr.scan()
+    for path in usable:
+        manifest = json.loads((path / "MANIFEST.json").read_text())
+        if not (path / f"trainer_state_rank{ctx.rank}.pt").is_file():
+            raise ResumeError(f"{path} was written by {manifest.get('world_size', 'another number of')} ranks, this "
+                              f"run has {ctx.world_size}; use the same dist.world_size, or resume=never to start over")
+        if manifest.get("data_digest", data_digest) != data_digest:
+            raise ResumeError(f"{path} was trained on other data (the tokenised examples differ: data.path, its "
+                              "files, the template, tokenizer or max_length changed); resume with the same data, or "
+                              "set resume=never to start over")
+        return path
+    if rejected:
+        detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
+        raise ResumeError(f"resume={mode}: {len(rejected)} checkpoint(s) in {mgr.root}, none usable ({detail}); set "
+                          "resume=never to start over (they are kept, renamed)")
+    if mode == "must":
+        raise ResumeError(f"resume=must but there is no checkpoint in {mgr.root}")
+    return None
 
 
 def load_checkpoint(ctx: RunContext, ckpt: Path, engine) -> int:
-    load_path, _ = engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
+    state = load_state(ckpt / f"trainer_state_rank{ctx.rank}.pt")
+    with safe_deepspeed_load():  # every torch.load weights_only=True: a pickle payload never runs
+        load_path, _ = engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
     if load_path is None:
-        raise RuntimeError(f"DeepSpeed could not load the checkpoint in {ckpt / 'deepspeed'}")
-    state_file = ckpt / f"trainer_state_rank{ctx.rank}.pt"
-    if not state_file.is_file():
-        raise RuntimeError(f"{state_file} missing: the checkpoint was written with a different world size")
-    state = torch.load(state_file, weights_only=False)
+        raise CheckpointError(f"DeepSpeed could not load the checkpoint in {ckpt / 'deepspeed'}")
     restore_rng_state(state["rng"])
     return int(state["step"])
+
+
+def check_finite(ctx: RunContext, engine, step: int, metrics: dict[str, float], mgr: CheckpointManager,
+                 name: str) -> None:
+    """Stop before anything is saved when the step's loss or grad norm (unless on_nonfinite=skip skipped such
+    optimiser steps) or the weights are not finite (rlvr.utils.finite). Every rank reaches the same verdict."""
+    bad = [] if ctx.cfg.on_nonfinite == "skip" else nonfinite_metrics(metrics)
+    weights = all_reduce_sum(torch.tensor([float(count_nonfinite(engine.module))], device=ctx.torch_device))
+    if weights.item():
+        bad.append(("the weights", f"non-finite in {int(weights.item())} values"))
+    if bad:
+        key, value = bad[0]
+        newest = mgr.latest()
+        raise NonFiniteError(f"{name} step {step}: {key} is {value}; stopped before saving, so no non-finite state "
+                             f"was written (newest checkpoint: {newest or 'none'}). Lower optim.lr or check the data"
+                             + ("" if ctx.cfg.on_nonfinite == "skip" else
+                                "; on_nonfinite=skip skips updates with non-finite gradients"))
 
 
 def write_final(ctx: RunContext, engine, objective: Objective, steps: int, metrics: dict[str, float]) -> Path:
@@ -256,31 +322,31 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
         save_config(cfg, ctx.out / "config.yaml")
 
     examples, data_metrics = objective.load_examples(ctx)
+    data_digest = examples_digest(examples)  # saved with each checkpoint: a resume on other data is refused
     optim = cfg.optim
     global_batch = optim.effective_batch_size(world)
     spe = len(examples) // global_batch
     if spe == 0:
-        raise ValueError(f"{len(examples)} training examples are fewer than one effective batch ({global_batch} = "
+        raise DataError(f"{len(examples)} training examples are fewer than one effective batch ({global_batch} = "
                          f"{optim.per_device_batch_size} x {optim.gradient_accumulation_steps} x {world} ranks)")
     total = cfg.max_steps or cfg.num_epochs * spe
     shape = log_batch_shape(optim, world, logger=log)
+    mgr = CheckpointManager(ctx.out / "checkpoints", keep_last=cfg.keep_checkpoints)
+    ckpt = plan_resume(ctx, mgr, data_digest)
     extra = objective.before_model(ctx, examples)
 
     model = objective.load_model(ctx)
     engine = build_engine(model, optim, cfg.engine, total_steps=total, world_size=world, device=ctx.device,
                           keep_dropout=objective.keep_dropout)
-    mgr = CheckpointManager(ctx.out / "checkpoints", keep_last=cfg.keep_checkpoints)
     start = 0
-    ckpt = mgr.latest()
     if ckpt is not None:
         start = load_checkpoint(ctx, ckpt, engine)
         log.info("%s: resumed from %s (step %d of %d)", objective.name, ckpt, start, total)
     metrics_log = None
     if rank == 0:
-        if start:
-            _truncate_metrics(ctx.out / "metrics.jsonl", start)
+        prepare_metrics_file(ctx.out, start if ckpt is not None else None)  # torn lines dropped; never overwritten
         metrics_log = MetricsLogger(ctx.out, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
-                                    run_name=ctx.out.name, append=start > 0)
+                                    run_name=ctx.out.name, append=True)
         metrics_log.log(start, {**{f"batch/{k}": v for k, v in shape.items()}, "total_steps": total,
                                 "steps_per_epoch": spe, "resumed_from_step": start, **data_metrics, **extra})
 
@@ -304,12 +370,13 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
             loss_sum = torch.zeros((), dtype=torch.float64)
             stat_sums: dict[str, float] = {}
             grad_norm = None
+            skipped = 0
             for j, batch in enumerate(micro):
                 part, stats = objective.loss(engine, move(batch, ctx.torch_device))
                 engine.backward(part * scale)
                 if j == len(micro) - 1 and cfg.engine.zero_stage == 0:
                     grad_norm = _grad_norm(engine.module)  # ZeRO-0 does not report it; grads are reduced now
-                engine.step()
+                skipped += not step_engine(engine, skip_nonfinite=cfg.on_nonfinite == "skip")
                 loss_sum += part.detach().double().cpu()
                 for k, v in stats.items():
                     stat_sums[k] = stat_sums.get(k, 0.0) + float(v)
@@ -324,12 +391,15 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
                     "tokens_per_s": tokens / dt, "step_time_s": dt}
             if grad_norm is not None:
                 last["grad_norm"] = float(grad_norm)
+            if cfg.on_nonfinite == "skip":
+                last["skipped_step"] = float(skipped > 0)
+            check_finite(ctx, engine, step, last, mgr, objective.name)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
             if metrics_log is not None and (step % cfg.log_every == 0 or step == stop):
                 metrics_log.log(step, last)
             if (cfg.save_every and step % cfg.save_every == 0) or (step == stop < total):
-                save_checkpoint(ctx, mgr, engine, objective, step)
+                save_checkpoint(ctx, mgr, engine, objective, step, data_digest)
         bar.close()
         if stop < total:
             log.info("%s: stopped after step %d of %d (stop_after_steps); rerun to resume", objective.name, stop, total)
@@ -342,4 +412,7 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
     finally:
         if metrics_log is not None:
             metrics_log.close()
-            plot_curves(ctx.out, title=f"{objective.name}: {ctx.out}")
+            try:
+                plot_curves(ctx.out, title=f"{objective.name}: {ctx.out}")
+            except OSError as err:  # e.g. the disk is full: never hide the error that ended the run
+                log.warning("curves.png not written: %s", err)

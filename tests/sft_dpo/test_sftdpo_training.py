@@ -196,4 +196,4 @@ def test_cli_runs_and_reports_bad_input(tiny_model_dir, sft_file, tmp_path, caps
     code = main(["dpo", "--config", str(CONFIGS / "dpo/tiny_cpu.yaml"), f"model={tiny_model_dir}",
                  f"output_dir={tmp_path / 'd'}", f"data.path={bad}"])
     assert code == 2
-    assert "bad.jsonl:1: empty chosen" in capsys.readouterr().out
+    assert "bad.jsonl:1: empty chosen" in capsys.readouterr().err  # errors go to stderr (one line)
