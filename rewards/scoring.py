@@ -21,8 +21,8 @@ worker before that worker's first call of it, outside the call's limit, so GSM8K
 math-verify. Verifiers must live in importable modules (workers never re-run the script `__main__`).
 Failures never raise and never vanish
 (RELIABILITY.md items 4-5):
-- a verifier that raises, returns NaN/inf, or returns something that is neither a Score nor a real number, a
-  crashed worker, or a malformed row (dataset list not aligned with its ground truths): that call scores 0 with
+- a verifier that raises, returns NaN/inf, a value outside its range ([0, 1] unless it declares `value_range`),
+  or something that is neither a Score nor a real number, a crashed worker, or a malformed row (dataset list not aligned with its ground truths): that call scores 0 with
   the reason, counted in `errors` (per sample) and in its verifier's `errors`;
 - a call past the limit: its worker is killed and replaced, the call scores 0, counted in `timeouts`.
 `check_error_budget` turns "too many failed samples" into an exception, so a run stops instead of training on
@@ -190,7 +190,18 @@ def run_verifier(fn, response: Any, ground_truth: Any, prompt: str | None) -> tu
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"verifier returned a non-finite value {value}")
+    low, high = value_range(fn)
+    if not low <= value <= high:
+        raise ValueError(f"verifier returned {value:g}, outside its range [{low:g}, {high:g}]")
     return value, str(reason)
+
+
+def value_range(fn) -> tuple[float, float]:
+    """The values a verifier may return: its `value_range` attribute (e.g. (-1.0, 1.0) for verl's DAPO scorer),
+    else [0, 1]. A value outside is an error, counted like an exception."""
+    target = getattr(fn, "_fn", None) or getattr(fn, "func", fn)  # a loaded entry-point plug-in; functools.partial
+    low, high = getattr(fn, "value_range", None) or getattr(target, "value_range", None) or (0.0, 1.0)
+    return float(low), float(high)
 
 
 def _calls_for_row(dataset: Any, ground_truth: Any) -> tuple[list[tuple[str, Any]], str | None]:

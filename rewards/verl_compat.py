@@ -106,6 +106,9 @@ def verl_math_dapo(response: str, ground_truth: Any, *, prompt: str | None = Non
     return Score(-1.0, f"wrong: got {pred[:40]!r}, expected {gold[:40]!r} (verl math_dapo)")
 
 
+verl_math_dapo.value_range = (-1.0, 1.0)  # rewards.scoring.value_range: verl's +-1, not [0, 1]
+
+
 def _last_boxed_brace(text: str) -> str | None:
     """math_dapo's own `\\boxed{...}` finder: the last `\\boxed{` with its balanced braces, else None."""
     start = text.rfind("\\boxed{")
