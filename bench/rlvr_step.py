@@ -119,12 +119,12 @@ def our_step_records(metrics: list[dict], batch: int, prompt_tokens: dict[str, i
 def run_ours(args) -> dict:
     from transformers import AutoTokenizer
 
+    from core.config import load_config
+    from core.metrics import read_metrics
+    from core.models import resolve_model
     from rlvr.config import RLVRConfig
     from rlvr.data.prompts import load_prompts
     from rlvr.driver import train
-    from rlvr.models import resolve_model
-    from rlvr.utils.config import load_config
-    from rlvr.utils.metrics import read_metrics
 
     out_dir = Path(args.result).with_suffix("")
     batch = args.prompts_per_step * args.group_size
@@ -159,9 +159,9 @@ def run_trl(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from core.models import resolve_model
     from rewards.adapters.trl import make_reward_func
     from rlvr.data.prompts import load_prompts
-    from rlvr.models import resolve_model
 
     torch.manual_seed(args.seed)
     path = resolve_model(args.model)

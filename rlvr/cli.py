@@ -7,8 +7,8 @@ import argparse
 import importlib
 import sys
 
-from rlvr.utils.config import ConfigError
-from rlvr.utils.logging import setup_logging
+from core.config import ConfigError
+from core.logging import setup_logging
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("rlvr.sweep", "learning-rate x batch-size sweep on Ray Tune, with CSV and plots"),
     "verify": ("rlvr.verify", "score a jsonl of responses with a verifier"),
     "data": ("rlvr.data.cli", "procedural task data and contamination reports"),
-    "models": ("rlvr.models", "list and prepare bundled models"),
+    "models": ("core.models", "list and prepare bundled models"),
 }
 
 

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlvr.utils.config import FrozenConfig
-from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig
+from core.config import FrozenConfig
+from core.engine import DistConfig, EngineConfig, OptimConfig
 
 
 class DataConfig(FrozenConfig):

@@ -27,10 +27,10 @@ import os
 import sys
 from pathlib import Path
 
+from core.config import ConfigError, load_config
+from core.logging import get_logger
+from core.run import TrainResult
 from rlvr.config import RLVRConfig
-from rlvr.utils.config import ConfigError, load_config
-from rlvr.utils.logging import get_logger
-from rlvr.utils.run import TrainResult
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ def connect_ray(cfg: RLVRConfig) -> bool:
         log.info("connected to Ray at %s: %d node(s) %s; this driver on %s", os.environ["RAY_ADDRESS"], len(nodes),
                  nodes, ray.util.get_node_ip_address())
         return False
-    from rlvr.utils.local_ray import start_local_ray
+    from rlvr.local_ray import start_local_ray
 
     num_cpus = cfg.resources.ray_num_cpus or max(_ray_cpus_needed(cfg), os.cpu_count() or 1)
     # on 127.0.0.1 only, and ended by a watchdog if this driver dies without shutting it down
@@ -67,10 +67,10 @@ def train(cfg: RLVRConfig) -> TrainResult:
     """Run (or resume) the RLVR stage described by `cfg`."""
     import ray
 
-    from rlvr.models import resolve_model
-    from rlvr.preflight import preflight_rlvr
+    from core.models import resolve_model
+    from core.preflight import preflight_rlvr
+    from core.runlock import RunLock
     from rlvr.trainer import RLVRTrainer
-    from rlvr.utils.runlock import RunLock
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
     cfg = cfg.replace(model=resolve_model(cfg.model))
@@ -140,14 +140,14 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from core.checkpoint import DiskFullError, ResumeError
+    from core.metrics import read_metrics
+    from core.preflight import PreflightError
+    from core.runlock import RunLockedError
     from rewards.registry import UnknownVerifierError
     from rlvr.actors.group import ActorFailure, StartupError
     from rlvr.data.prompts import PromptDataError
-    from rlvr.preflight import PreflightError
     from rlvr.trainer import TrainingStopped
-    from rlvr.utils.checkpoint import DiskFullError, ResumeError
-    from rlvr.utils.metrics import read_metrics
-    from rlvr.utils.runlock import RunLockedError
     from rlvr.weight_sync import WeightSyncError
 
     try:

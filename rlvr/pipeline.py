@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rlvr.utils.config import FrozenConfig, load_config, save_config
-from rlvr.utils.logging import get_logger
-from rlvr.utils.run import TrainResult
+from core.config import FrozenConfig, load_config, save_config
+from core.logging import get_logger
+from core.run import TrainResult
 
 log = get_logger(__name__)
 
@@ -183,7 +183,7 @@ def _stage_metrics(result: TrainResult) -> dict[str, float]:
     """The stage's final numeric metrics, plus the last value of every metric in its metrics.jsonl (so eval lines
     logged after the last train step count) and, for RLVR, the evaluation of the starting policy (step 0) as
     `eval/reward/mean@start`."""
-    from rlvr.utils.metrics import read_metrics
+    from core.metrics import read_metrics
 
     metrics: dict[str, float] = {}
     path = Path(result.output_dir) / "metrics.jsonl"

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from core.config import ConfigError, FrozenConfig, load_config
+from core.logging import get_logger
 from rlvr.pipeline import RUNNERS, StageKind, _import
-from rlvr.utils.config import ConfigError, FrozenConfig, load_config
-from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 

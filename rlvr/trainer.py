@@ -22,17 +22,7 @@ from typing import Any
 
 import torch
 
-from rlvr.actors.group import (
-    ActorFailure,
-    GeneratorGroup,
-    LearnerGroup,
-    check_shared_folder,
-    colocated_placement_group,
-    confirm_checkpoint_parts,
-)
-from rlvr.algorithms import group_advantages, sequence_rewards
-from rlvr.config import RLVRConfig
-from rlvr.utils.checkpoint import (
+from core.checkpoint import (
     CheckpointError,
     CheckpointManager,
     ResumeError,
@@ -43,12 +33,22 @@ from rlvr.utils.checkpoint import (
     restore_rng_state,
     set_aside,
 )
-from rlvr.utils.config import config_to_dict, save_config
-from rlvr.utils.finite import nonfinite_metrics
-from rlvr.utils.logging import get_logger
-from rlvr.utils.metrics import MetricsLogger, mean_ci95, prepare_metrics_file
-from rlvr.utils.plots import plot_curves
-from rlvr.utils.run import TrainResult
+from core.config import config_to_dict, save_config
+from core.finite import nonfinite_metrics
+from core.logging import get_logger
+from core.metrics import MetricsLogger, mean_ci95, prepare_metrics_file
+from core.plots import plot_curves
+from core.run import TrainResult
+from rlvr.actors.group import (
+    ActorFailure,
+    GeneratorGroup,
+    LearnerGroup,
+    check_shared_folder,
+    colocated_placement_group,
+    confirm_checkpoint_parts,
+)
+from rlvr.algorithms import group_advantages, sequence_rewards
+from rlvr.config import RLVRConfig
 from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
 
 log = get_logger(__name__)
@@ -255,7 +255,7 @@ class RLVRTrainer:
             if not is_disk_full(err, self.ckpt.root):
                 raise
             shutil.rmtree(path, ignore_errors=True)  # the unsealed part would only take more space
-            from rlvr.preflight import checkpoint_bytes, parameter_count
+            from core.preflight import checkpoint_bytes, parameter_count
 
             params = parameter_count(Path(self.cfg.model))
             raise disk_full_error(self.ckpt.root, checkpoint_bytes(

@@ -28,7 +28,7 @@ import datetime
 import time
 from typing import Any
 
-from rlvr.utils.logging import get_logger
+from core.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -83,8 +83,8 @@ def join_group(*, host: str, port: int, rank: int, world_size: int, backend: str
     import torch
     import torch.distributed as dist
 
+    from core.engine import bind_gloo_to
     from rlvr.actors.group import whereami
-    from sft_dpo.engine import bind_gloo_to
 
     key = (host, port)
     if key in _GROUPS:

@@ -142,7 +142,7 @@ import sys
 import yaml
 
 from rlvr.config import RLVRConfig
-from rlvr.utils.config import config_to_dict, load_config
+from core.config import config_to_dict, load_config
 
 cfg = load_config(RLVRConfig, sys.argv[1], sys.argv[2:])
 print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")

@@ -1,6 +1,6 @@
 """The prelude before RL: SFT, DPO (incl. length-normalised) and reward-model training on DeepSpeed.
 
-Entry points (each returns rlvr.utils.run.TrainResult; re-running an output_dir resumes, a finished one returns):
+Entry points (each returns core.run.TrainResult; re-running an output_dir resumes, a finished one returns):
     sft_dpo.sft.train_sft(SFTConfig)                    rlvr sft --config configs/sft/....yaml [k=v ...]
     sft_dpo.dpo.train_dpo(DPOConfig)                    rlvr dpo --config configs/dpo/....yaml
     sft_dpo.reward_model.train_reward_model(RMConfig)   rlvr rm  --config configs/rm/....yaml

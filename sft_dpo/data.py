@@ -11,7 +11,7 @@ Row formats (detected per row):
               {"conversations": [...], "chosen": {"from": "gpt", "value"}, "rejected": {...}}  ShareGPT style
 
 Sources: a local .jsonl / .json (one array, or one object per line) / .parquet file, a hub dataset name
-(`datasets.load_dataset(name, split=...)`), or a `procedural:TASK?n=N&seed=S` spec (rlvr.data.procedural; rows are
+(`datasets.load_dataset(name, split=...)`), or a `procedural:TASK?n=N&seed=S` spec (core.procedural; rows are
 generated, the spec string is their identity in cache keys). Relative paths resolve against the current working directory.
 
 Loss masks: the chat template is rendered incrementally. For assistant message i, the tokens of
@@ -47,8 +47,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlvr.utils.config import FrozenConfig
-from rlvr.utils.logging import get_logger
+from core.config import FrozenConfig
+from core.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -169,7 +169,7 @@ def _text_rows(path: Path) -> Iterator[tuple[Any, Origin]]:
 def iter_rows(spec: str, split: str = "train") -> Iterator[tuple[Any, Origin]]:
     """Raw rows with their origin, from a local file, a hub dataset name or a `procedural:TASK?n=N&seed=S` spec."""
     # generated offline data (e.g. gsm8k_sft, gsm8k_pref): no file, no download
-    from rlvr.data import procedural
+    from core import procedural
 
     if procedural.is_procedural_spec(spec):
         try:

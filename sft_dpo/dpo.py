@@ -31,9 +31,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from rlvr.models import cache_dir
-from rlvr.utils.logging import get_logger
-from rlvr.utils.run import TrainResult
+from core.logging import get_logger
+from core.models import cache_dir
+from core.run import TrainResult
 from sft_dpo.data import DataConfig, PairExample, examples_digest, load_pair_examples
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import dpo_loss, sequence_logps
@@ -99,7 +99,7 @@ def reference_logps(ctx: RunContext, cfg: DPOConfig, pairs: list[PairExample]) -
 
     ref_path = cfg.reference_model or ctx.model_path
     if cfg.reference_model:
-        from rlvr.models import resolve_model
+        from core.models import resolve_model
 
         ref_path = resolve_model(cfg.reference_model)
     key_src = {"model": model_fingerprint(ref_path), "pairs": examples_digest(pairs), "dtype": ctx.device.param_dtype,

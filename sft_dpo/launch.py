@@ -19,12 +19,12 @@ import importlib
 import os
 from pathlib import Path
 
-from rlvr.models import resolve_model
-from rlvr.utils.config import ConfigError, load_config
-from rlvr.utils.device import default_threads, detect_device, set_threads
-from rlvr.utils.logging import get_logger
-from rlvr.utils.run import TrainResult
-from sft_dpo.engine import free_port, init_distributed
+from core.config import ConfigError, load_config
+from core.device import default_threads, detect_device, set_threads
+from core.engine import free_port, init_distributed
+from core.logging import get_logger
+from core.models import resolve_model
+from core.run import TrainResult
 from sft_dpo.trainer import RunContext, finished_result, train
 
 log = get_logger(__name__)
@@ -62,10 +62,10 @@ def _spawned(local_rank: int, cfg, objective_path: str, world: int, master_addr:
 
 def run_stage(cfg, objective_path: str) -> TrainResult:
     """Run a stage with the ranks `cfg.dist` and the environment ask for (see module docstring). Unless the stage
-    finished already, its inputs are checked first (rlvr.preflight: one-line errors, exit 2) and the process that
-    owns the run (rank 0, or the parent of spawned ranks) holds the run folder's lock (rlvr.utils.runlock)."""
-    from rlvr.preflight import preflight_stage
-    from rlvr.utils.runlock import RunLock
+    finished already, its inputs are checked first (core.preflight: one-line errors, exit 2) and the process that
+    owns the run (rank 0, or the parent of spawned ranks) holds the run folder's lock (core.runlock)."""
+    from core.preflight import preflight_stage
+    from core.runlock import RunLock
 
     out = Path(cfg.output_dir)
     done = finished_result(out)
@@ -127,10 +127,10 @@ def stage_cli(args: argparse.Namespace, config_cls, train_fn) -> int:
     folder in use, no space to save); 1 for a run stopped by non-finite values."""
     import sys
 
-    from rlvr.preflight import PreflightError
-    from rlvr.utils.checkpoint import DiskFullError, ResumeError
-    from rlvr.utils.finite import NonFiniteError
-    from rlvr.utils.runlock import RunLockedError
+    from core.checkpoint import DiskFullError, ResumeError
+    from core.finite import NonFiniteError
+    from core.preflight import PreflightError
+    from core.runlock import RunLockedError
     from sft_dpo.data import DataError
 
     try:

@@ -27,8 +27,8 @@ import random
 import torch
 from pydantic import Field
 
-from rlvr.utils.logging import get_logger
-from rlvr.utils.run import TrainResult
+from core.logging import get_logger
+from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_pair_examples
 from sft_dpo.dpo import pair_batch
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli

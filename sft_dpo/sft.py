@@ -13,7 +13,7 @@ import argparse
 import torch
 from pydantic import Field
 
-from rlvr.utils.run import TrainResult
+from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_sft_examples, pack_examples
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import sft_loss_sum

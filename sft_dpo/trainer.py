@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from rlvr.utils.checkpoint import (
+from core.checkpoint import (
     CheckpointError,
     CheckpointManager,
     ResumeError,
@@ -44,16 +44,16 @@ from rlvr.utils.checkpoint import (
     safe_deepspeed_load,
     set_aside,
 )
-from rlvr.utils.config import FrozenConfig, save_config
-from rlvr.utils.device import DeviceInfo
-from rlvr.utils.finite import NonFiniteError, count_nonfinite, nonfinite_metrics, step_engine
-from rlvr.utils.logging import get_logger
-from rlvr.utils.metrics import MetricsLogger, prepare_metrics_file
-from rlvr.utils.plots import plot_curves
-from rlvr.utils.run import TrainResult
-from rlvr.utils.tokens import set_stop_tokens
+from core.config import FrozenConfig, save_config
+from core.device import DeviceInfo
+from core.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
+from core.finite import NonFiniteError, count_nonfinite, nonfinite_metrics, step_engine
+from core.logging import get_logger
+from core.metrics import MetricsLogger, prepare_metrics_file
+from core.plots import plot_curves
+from core.run import TrainResult
+from core.tokens import set_stop_tokens
 from sft_dpo.data import DataError, examples_digest
-from sft_dpo.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
 
 log = get_logger(__name__)
 
@@ -105,7 +105,7 @@ class RunContext:
 
     @property
     def dtype(self) -> torch.dtype:
-        from rlvr.utils.device import torch_dtype
+        from core.device import torch_dtype
 
         return torch_dtype(self.device.param_dtype)
 
@@ -115,7 +115,7 @@ class Objective:
 
     name = "objective"
     unit = "examples"
-    keep_dropout = False  # preference/reward objectives compare log-probs: dropout off (sft_dpo.engine)
+    keep_dropout = False  # preference/reward objectives compare log-probs: dropout off (core.engine)
 
     def load_examples(self, ctx: RunContext) -> tuple[list, dict[str, float]]:
         raise NotImplementedError
@@ -224,7 +224,7 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
         if not is_disk_full(err, mgr.root):
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # the unsealed part would only take more space
-        from rlvr.preflight import checkpoint_bytes, parameter_count
+        from core.preflight import checkpoint_bytes, parameter_count
 
         raise disk_full_error(mgr.root, checkpoint_bytes(parameter_count(Path(ctx.model_path)))) from err
     barrier()
@@ -276,7 +276,7 @@ def load_checkpoint(ctx: RunContext, ckpt: Path, engine) -> int:
 def check_finite(ctx: RunContext, engine, step: int, metrics: dict[str, float], mgr: CheckpointManager,
                  name: str) -> None:
     """Stop before anything is saved when the step's loss or grad norm (unless on_nonfinite=skip skipped such
-    optimiser steps) or the weights are not finite (rlvr.utils.finite). Every rank reaches the same verdict."""
+    optimiser steps) or the weights are not finite (core.finite). Every rank reaches the same verdict."""
     bad = [] if ctx.cfg.on_nonfinite == "skip" else nonfinite_metrics(metrics)
     weights = all_reduce_sum(torch.tensor([float(count_nonfinite(engine.module))], device=ctx.torch_device))
     if weights.item():

@@ -45,7 +45,7 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama (2 layers, hidden 128, head_dim 32) + byte-level BPE + ChatML template."""
-    from rlvr.models import build_tiny_model
+    from core.models import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-model")
     build_tiny_model(out, seed=0)
@@ -55,7 +55,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real SmolLM2-135M-Instruct, converted once into the cache (use only in tests marked slow)."""
-    from rlvr.models import prepare_model
+    from core.models import prepare_model
 
     return prepare_model("smollm2-135m-instruct")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from rlvr.utils.checkpoint import CheckpointManager, capture_rng_state, is_complete, restore_rng_state
-from rlvr.utils.metrics import MetricsLogger, read_metrics
+from core.checkpoint import CheckpointManager, capture_rng_state, is_complete, restore_rng_state
+from core.metrics import MetricsLogger, read_metrics
 
 
 def write_ckpt(mgr, step, payload=b"x" * 100):
@@ -82,7 +82,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from rlvr.utils.checkpoint import (  # noqa: E402
+from core.checkpoint import (  # noqa: E402
     CheckpointError,
     disk_full_error,
     file_sha256,
@@ -92,8 +92,8 @@ from rlvr.utils.checkpoint import (  # noqa: E402
     set_aside,
     verify,
 )
-from rlvr.utils.metrics import prepare_metrics_file  # noqa: E402
-from rlvr.utils.runlock import LOCK_FILE, RunLock, RunLockedError  # noqa: E402
+from core.metrics import prepare_metrics_file  # noqa: E402
+from core.runlock import LOCK_FILE, RunLock, RunLockedError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -225,10 +225,10 @@ def test_out_of_space_is_recognised_and_named(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError) as info:  # what torch says on a full disk: "unexpected pos", nothing more
         torch.save(torch.zeros(1000), "/dev/full")
-    monkeypatch.setattr("rlvr.utils.checkpoint._free_bytes", lambda folder: 1000)
+    monkeypatch.setattr("core.checkpoint._free_bytes", lambda folder: 1000)
     assert is_disk_full(info.value, tmp_path)
     assert is_disk_full(OSError(28, "No space left on device"), tmp_path)
-    monkeypatch.setattr("rlvr.utils.checkpoint._free_bytes", lambda folder: 10 * 2**30)
+    monkeypatch.setattr("core.checkpoint._free_bytes", lambda folder: 10 * 2**30)
     assert not is_disk_full(info.value, tmp_path)  # plenty of room: some other write failure, not reported as space
     msg = str(disk_full_error(tmp_path, 5 * 2**30))
     assert str(tmp_path) in msg and "5.0 GB" in msg and "free" in msg
@@ -259,7 +259,7 @@ def test_a_new_run_never_overwrites_metrics(tmp_path):
     assert read_metrics(tmp_path)[0]["loss"] == 2.0
 
 
-HOLD = ("import sys, time; from rlvr.utils.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
+HOLD = ("import sys, time; from core.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(120)")
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import Field, ValidationError
 
-from rlvr.utils.config import ConfigError, FrozenConfig, load_config, save_config
+from core.config import ConfigError, FrozenConfig, load_config, save_config
 
 
 class Optim(FrozenConfig):
@@ -91,14 +91,14 @@ def test_models_prepare_unknown_name_lists_available(capsys):
 
 
 def test_resolve_model_passes_through_hub_names_and_folders(tmp_path):
-    from rlvr.models import resolve_model
+    from core.models import resolve_model
 
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert resolve_model(str(tmp_path)) == str(tmp_path)
 
 
 def test_prepare_is_idempotent_and_generates(tmp_path):
-    from rlvr.models import MARKER, check_generates, prepare_model
+    from core.models import MARKER, check_generates, prepare_model
 
     out = prepare_model("tiny-random", tmp_path / "m")
     assert (out / MARKER).is_file() and (out / "model.safetensors").is_file()
@@ -123,7 +123,7 @@ def test_tiny_fixture_is_chatml_and_vllm_compatible(tiny_model_dir):
 def test_smollm2_conversion_loads_and_generates(smollm2_dir):
     from transformers import AutoConfig
 
-    from rlvr.models import check_generates
+    from core.models import check_generates
 
     cfg = AutoConfig.from_pretrained(smollm2_dir)
     assert cfg.num_hidden_layers == 30 and cfg.hidden_size == 576

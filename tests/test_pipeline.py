@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.config import load_config
 from rlvr.pipeline import DONE, PipelineConfig, format_summary, run_pipeline
-from rlvr.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "pipeline" / "tiny.yaml"

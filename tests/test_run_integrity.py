@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from rlvr.utils.checkpoint import CheckpointManager, file_sha256, verify
-from rlvr.utils.metrics import read_metrics
+from core.checkpoint import CheckpointManager, file_sha256, verify
+from core.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -194,7 +194,7 @@ def test_nonfinite_update_stops_before_saving_and_the_last_good_checkpoint_survi
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_model_dir, sft_data, tmp_path,
                                                                           capsys):
     out = tmp_path / "run"
-    hold = ("import sys, time; from rlvr.utils.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
+    hold = ("import sys, time; from core.runlock import RunLock; RunLock(sys.argv[1]).acquire(); "
             "print('held', flush=True); time.sleep(300)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:

@@ -56,9 +56,9 @@ def test_micro_sweep_writes_csv_and_plots(tmp_path, tiny_model_dir, shared_data,
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweep_configs_give_valid_trials(path, monkeypatch, tmp_path):
+    from core.config import load_config
     from rlvr.pipeline import RUNNERS, _import
     from rlvr.sweep import SweepConfig, trial_overrides, trial_points
-    from rlvr.utils.config import load_config
 
     monkeypatch.chdir(REPO)
     cfg = load_config(SweepConfig, path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from core.config import ConfigError
 from rlvr.sweep import SweepConfig, plot_results, primary_metric, trial_overrides, trial_points
-from rlvr.utils.config import ConfigError
 
 
 def cfg(**kw):

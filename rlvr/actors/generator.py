@@ -4,7 +4,7 @@ our own sampling loop (for machines without vLLM).
 `Generator.generate(prompts, seeds, ...)` takes chat prompts already tokenised (lists of token ids) and one seed
 per request; it returns, per request, the response token ids (the stop token included when the model stopped),
 the raw per-token log-probs of those tokens and the finish reason ("stop" = ended with a stop token, "length" = cut
-off). Both backends stop at the same set of tokens: rlvr.utils.tokens.stop_token_ids (the chat template's
+off). Both backends stop at the same set of tokens: core.tokens.stop_token_ids (the chat template's
 end-of-turn token, the tokenizer's EOS and every generation_config EOS id).
 Sampling is seeded per request, so a request gives the same tokens whatever batch it lands in (vLLM: per-request
 `SamplingParams.seed`; HF: one torch.Generator per row).
@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from rlvr.utils.logging import get_logger
-from rlvr.utils.tokens import stop_token_ids
+from core.logging import get_logger
+from core.tokens import stop_token_ids
 
 log = get_logger(__name__)
 

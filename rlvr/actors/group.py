@@ -23,7 +23,7 @@ from typing import Any
 
 import ray
 
-from rlvr.utils.logging import get_logger
+from core.logging import get_logger
 
 log = get_logger(__name__)
 

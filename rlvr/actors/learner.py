@@ -1,5 +1,5 @@
 """One learner rank: the policy (trainable), the critic (trainable, PPO only) and the frozen reference policy,
-each a DeepSpeed engine (sft_dpo.engine), all ranks in one torch.distributed group.
+each a DeepSpeed engine (core.engine), all ranks in one torch.distributed group.
 
 Roles are colocated on every rank (as OpenRLHF's `--colocate_all_models`): the three models share the rank's
 process and device, so a step needs no tensor traffic between role actors, and the data-parallel group is the
@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from core.finite import count_nonfinite, step_engine
+from core.logging import get_logger
 from rlvr.algorithms import (
     aggregate_loss,
     compute_gae,
@@ -40,8 +42,6 @@ from rlvr.algorithms import (
     value_loss,
 )
 from rlvr.config import RLVRConfig
-from rlvr.utils.finite import count_nonfinite, step_engine
-from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -101,7 +101,7 @@ class Learner:
                  master_port: int | None = None):
         """Cheap: parses the config and picks the device. The group forms in `join`, the models load in `build`
         (both run here when `master_addr`/`master_port` are given: the no-Ray, world-size-1 use)."""
-        from rlvr.utils.device import detect_device, set_threads
+        from core.device import detect_device, set_threads
 
         self.cfg = cfg = RLVRConfig.model_validate(cfg)
         self.rank, self.world_size = rank, world_size
@@ -124,17 +124,17 @@ class Learner:
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's address (as Ray knows it) and a TCP port free on it right now: where rank 0 hosts a
         group's TCPStore (the learners' group, the weight-sync group)."""
+        from core.engine import free_port
         from rlvr.actors.group import whereami
-        from sft_dpo.engine import free_port
 
         return whereami()["node_ip"], free_port("")
 
     def join(self, master_addr: str, master_port: int, rendezvous_timeout_s: float | None = None,
              timeout_s: float | None = None) -> None:
         """Form the learners' torch.distributed group at rank 0's `master_addr:master_port`; a rank that cannot
-        reach it within `rendezvous_timeout_s` raises (sft_dpo.engine.RendezvousError)."""
+        reach it within `rendezvous_timeout_s` raises (core.engine.RendezvousError)."""
+        from core.engine import init_distributed
         from rlvr.actors.group import whereami
-        from sft_dpo.engine import init_distributed
 
         node_ip = whereami()["node_ip"]
         init_distributed(self.rank, self.world_size, master_addr=master_addr, master_port=master_port,
@@ -145,7 +145,7 @@ class Learner:
         """Load the policy, reference and critic into DeepSpeed engines (collective under ZeRO-3)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from sft_dpo.engine import build_engine
+        from core.engine import build_engine
 
         cfg, world_size = self.cfg, self.world_size
         torch.manual_seed(cfg.seed)  # a fresh value head: identical on every rank and every run
@@ -201,7 +201,7 @@ class Learner:
 
     def _autocast(self):
         """bf16 matmuls on a CPU that has them (engine.cpu_autocast); fp32 weights and log-softmax either way."""
-        from rlvr.utils.device import autocast_context
+        from core.device import autocast_context
 
         return autocast_context(self.cfg.engine.cpu_autocast, self.device)
 
@@ -348,7 +348,7 @@ class Learner:
         self.policy.train()
         n_micro = 0
         norm = None
-        skip, skipped = cfg.train.on_nonfinite == "skip", 0  # skipped optimiser steps (rlvr.utils.finite)
+        skip, skipped = cfg.train.on_nonfinite == "skip", 0  # skipped optimiser steps (core.finite)
         for rows in self._micro_batches(mb["input_ids"].shape[0]):
             micro = _slice(mb, rows)
             m = micro["response_mask"]
@@ -461,7 +461,7 @@ class Learner:
         AutoTokenizer.from_pretrained(self.cfg.tokenizer or self.cfg.model).save_pretrained(out)
 
     def load(self, path: str) -> int:
-        from rlvr.utils.checkpoint import safe_deepspeed_load
+        from core.checkpoint import safe_deepspeed_load
 
         with safe_deepspeed_load():  # every torch.load weights_only=True: a pickle payload never runs
             _, client = self.policy.load_checkpoint(os.path.join(path, "policy"), tag="ds")

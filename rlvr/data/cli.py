@@ -33,7 +33,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from rlvr.data.procedural import ProceduralSpecError, generate
+    from core.procedural import ProceduralSpecError, generate
 
     if args.n < 0:
         raise ProceduralSpecError(f"--n must be >= 0, got {args.n}")
@@ -76,8 +76,8 @@ def _contamination(args: argparse.Namespace) -> int:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from core.procedural import ProceduralSpecError
     from rlvr.data.contamination import ContaminationInputError
-    from rlvr.data.procedural import ProceduralSpecError
     from rlvr.eval.data import EvalDataError
 
     try:

@@ -77,7 +77,7 @@ def read_rows(path: Path) -> list[tuple[str, dict]]:
 
 
 def load_train_prompts(source: str) -> list[str]:
-    from rlvr.data.procedural import is_procedural_spec, load_procedural
+    from core.procedural import is_procedural_spec, load_procedural
 
     if is_procedural_spec(source):
         return [row_prompt(r) for r in load_procedural(source)]

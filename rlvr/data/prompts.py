@@ -12,7 +12,7 @@ Source strings accepted by `load_prompts` (the config's list of prompt sources):
 - a hub dataset: `[hf:]OWNER/NAME[/CONFIG][:SPLIT]` loaded with `datasets.load_dataset(NAME, CONFIG, split=SPLIT)`;
   SPLIT defaults to "train" and may use datasets' slicing, e.g. `allenai/RLVR-GSM-MATH-IF-Mixed-Constraints:train`
   or `openai/gsm8k/main:test[:200]`. A local path that exists always wins over a hub name.
-- `procedural:TASK?n=N&seed=S`: rows from `rlvr.data.procedural` (no download).
+- `procedural:TASK?n=N&seed=S`: rows from `core.procedural` (no download).
 - `gsm8k:SOURCE`: raw GSM8K rows (`question`, `answer` ending in `#### N`) from any file or hub SOURCE above,
   converted to the schema: one user turn (the question and an instruction to end with "The answer is N."),
   `ground_truth` = N without thousands separators, `dataset` = "gsm8k". A file or hub source whose first row has
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvr.utils.logging import get_logger
+from core.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -457,7 +457,7 @@ def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tok
 
 
 def _load_source(spec: str) -> tuple[list[_Raw], Callable[[dict], dict] | None]:
-    from rlvr.data import procedural
+    from core import procedural
 
     if procedural.is_procedural_spec(spec):
         try:

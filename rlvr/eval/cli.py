@@ -14,8 +14,8 @@ import platform
 import sys
 import time
 
+from core.models import UnknownModelError
 from rlvr.eval.data import EVAL_TASKS, EvalDataError
-from rlvr.models import UnknownModelError
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from core.logging import get_logger
 from rewards.jsonl import read_jsonl as strict_read_jsonl
-from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 

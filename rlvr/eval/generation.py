@@ -14,8 +14,8 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
+from core.logging import get_logger
 from rlvr.eval.tokenize import encode
-from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -47,7 +47,7 @@ class HFGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from rlvr.utils.device import torch_dtype
+        from core.device import torch_dtype
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tok = AutoTokenizer.from_pretrained(model_path)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from core.logging import get_logger
 from rlvr.eval.tokenize import encode, prefix_token_id
-from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -57,7 +57,7 @@ class LoglikScorer:
                         add_special_tokens: bool | None = None) -> LoglikScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from rlvr.utils.device import torch_dtype
+        from core.device import torch_dtype
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = AutoTokenizer.from_pretrained(name_or_path)

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.logging import get_logger
 from rlvr.eval.data import DATA_OF, EVAL_TASKS, EvalDataError, load_task_docs
 from rlvr.eval.tasks import GENERATIVE, MULTIPLE_CHOICE
-from rlvr.utils.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -47,7 +47,7 @@ def evaluate(model: str, tasks: str | Sequence[str], *, limit: int | None = None
     in (tests, or a caller that already holds the model). Per-item records and per-task seconds are written
     into `records_out` / `timings_out` when given.
     """
-    from rlvr.models import resolve_model
+    from core.models import resolve_model
 
     names = parse_tasks(tasks)
     path = resolve_model(model)

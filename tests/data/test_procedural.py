@@ -9,8 +9,7 @@ from collections import defaultdict
 
 import pytest
 
-from rlvr.cli import main
-from rlvr.data.procedural import (
+from core.procedural import (
     IFEVAL_CONSTRAINTS,
     ProceduralSpecError,
     _conflicts,
@@ -18,6 +17,7 @@ from rlvr.data.procedural import (
     load_procedural,
     parse_procedural_spec,
 )
+from rlvr.cli import main
 
 # Independent answers from the operands, one formula per template (written from the problem statements).
 EXPECTED = {

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from core.procedural import generate, worked_solution
 from rewards.registry import get_verifier
-from rlvr.data.procedural import generate, worked_solution
 from sft_dpo.data import DataConfig, DataError, iter_rows, load_pair_examples, load_sft_examples
 
 
@@ -80,8 +80,8 @@ def test_sft_dpo_loads_procedural_specs(tiny_model_dir):
 
 
 def test_arithmetic_task_is_exact_and_verifiable():
+    from core.procedural import generate
     from rewards import get_verifier
-    from rlvr.data.procedural import generate
 
     rows = generate("arithmetic", 200, seed=5)
     assert rows == generate("arithmetic", 200, seed=5)

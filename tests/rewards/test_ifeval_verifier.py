@@ -213,7 +213,7 @@ def test_importing_the_package_stays_light():
 def test_procedural_ifeval_rows_validate():
     """The procedural generator's Google-format JSON ground truths build their checkers (a data error would
     raise here, not as zero rewards during training)."""
-    procedural = pytest.importorskip("rlvr.data.procedural")
+    procedural = pytest.importorskip("core.procedural")
     from rewards.ifeval import validate_ground_truth
 
     rows = procedural.generate("ifeval", 300, 0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.config import load_config
 from rlvr.config import RLVRConfig
-from rlvr.utils.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFIER = "rlvr_core_verifier:has_digit"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rlvr.utils.metrics import mean_ci95
-from rlvr.utils.plots import plot_curves
+from core.metrics import mean_ci95
+from core.plots import plot_curves
 
 
 def test_wilson_interval_for_proportions_and_normal_interval_otherwise():

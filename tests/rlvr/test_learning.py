@@ -12,9 +12,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 from rlvr_core_helpers import REPO  # noqa: E402
 
+from core.config import load_config  # noqa: E402
+from core.metrics import read_metrics  # noqa: E402
 from rlvr.config import RLVRConfig  # noqa: E402
-from rlvr.utils.config import load_config  # noqa: E402
-from rlvr.utils.metrics import read_metrics  # noqa: E402
 
 CONFIG = REPO / "configs" / "rlvr" / "tiny_learn.yaml"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.device import autocast_context, cpu_supports_bf16, detect_device
 from rlvr.algorithms import logprobs_from_logits, ppo_policy_loss
-from rlvr.utils.device import autocast_context, cpu_supports_bf16, detect_device
 
 
 def _model():

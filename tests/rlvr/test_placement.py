@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from rlvr_core_helpers import REPO
 
+from core.config import ConfigError, load_config
 from rlvr.config import ResourcesConfig, RLVRConfig
-from rlvr.utils.config import ConfigError, load_config
 from rlvr.weight_sync import WeightSyncError, choose_transport
 
 

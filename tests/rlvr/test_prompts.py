@@ -71,7 +71,7 @@ def test_gsm8k_adapter_strips_thousands_separator_and_rejects_missing_marker():
 
 
 def test_procedural_source_keeps_generator_ids():
-    from rlvr.data.procedural import generate
+    from core.procedural import generate
 
     ps = load_prompts(["procedural:mixed?n=20&seed=3"], known_verifiers=KNOWN)
     expected = generate("mixed", 20, 3)

@@ -55,10 +55,10 @@ def _expected_prompt_ids(steps: int) -> list[list[str]]:
     """The prompt ids an uninterrupted run must sample: the sampler over the config's data, seed and batch."""
     from transformers import AutoTokenizer
 
+    from core.config import load_config
+    from core.models import resolve_model
     from rlvr.config import RLVRConfig
     from rlvr.data.prompts import PromptSampler, load_prompts
-    from rlvr.models import resolve_model
-    from rlvr.utils.config import load_config
 
     cfg = load_config(RLVRConfig, REPO / CONFIG, ["output_dir=/unused", *OVERRIDES])
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.tokenizer or cfg.model))
@@ -86,7 +86,7 @@ def full_run(ray_head, tmp_path_factory) -> Path:
 def test_ray_job_ppo_run_writes_checkpoint_model_and_metrics(full_run):
     from transformers import AutoModelForCausalLM
 
-    from rlvr.utils.checkpoint import CheckpointManager, is_complete
+    from core.checkpoint import CheckpointManager, is_complete
 
     rows = _metrics(full_run)
     assert [r["step"] for r in rows] == list(range(1, TOTAL_STEPS + 1))
@@ -106,7 +106,7 @@ def test_ray_job_ppo_run_writes_checkpoint_model_and_metrics(full_run):
 
 
 def test_ray_job_stopped_after_checkpoint_resumes_without_lost_or_repeated_steps(ray_head, full_run, tmp_path):
-    from rlvr.utils.checkpoint import CheckpointManager
+    from core.checkpoint import CheckpointManager
 
     out = tmp_path / "run"
     sid = f"killed-{uuid.uuid4().hex[:8]}"

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.ray
 
 from rlvr_core_helpers import REPO, tiny_config, write_prompts  # noqa: E402
 
-from rlvr.utils.checkpoint import CheckpointManager, is_complete  # noqa: E402
-from rlvr.utils.metrics import read_metrics  # noqa: E402
+from core.checkpoint import CheckpointManager, is_complete  # noqa: E402
+from core.metrics import read_metrics  # noqa: E402
 
 COMPARED = ("policy/loss", "policy/grad_norm", "lr", "reward/mean", "value/loss", "policy/entropy",
             "response/length_mean", "prompt_ids")

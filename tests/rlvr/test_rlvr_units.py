@@ -7,10 +7,10 @@ import pytest
 import torch
 from rlvr_core_helpers import REPO
 
+from core.config import ConfigError, load_config
 from rlvr.actors.learner import _gather_positions, build_batch
 from rlvr.config import RLVRConfig
 from rlvr.trainer import _chunks, request_seed
-from rlvr.utils.config import ConfigError, load_config
 
 
 def _cfg(*overrides):

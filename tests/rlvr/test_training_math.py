@@ -13,9 +13,9 @@ import pytest
 import torch
 from rlvr_core_helpers import REPO
 
+from core.config import ConfigError, load_config
 from rlvr.algorithms import kl_estimate, ppo_policy_loss
 from rlvr.config import RLVRConfig
-from rlvr.utils.config import ConfigError, load_config
 
 # ---- 1. KL in the loss ----
 
@@ -76,8 +76,8 @@ def test_policy_loss_stays_finite_when_the_ratio_explodes():
 
 @pytest.fixture(scope="module")
 def ds_group():
-    from rlvr.utils.device import detect_device
-    from sft_dpo.engine import free_port, init_distributed
+    from core.device import detect_device
+    from core.engine import free_port, init_distributed
 
     device = detect_device("cpu", 1)
     init_distributed(0, 1, master_port=free_port(), device=device)
@@ -95,7 +95,7 @@ def _tiny_llama(dropout: float = 0.0, layers: int = 4):
 
 
 def _engine(model, ds_group, **engine_kw):
-    from sft_dpo.engine import EngineConfig, OptimConfig, build_engine
+    from core.engine import EngineConfig, OptimConfig, build_engine
 
     return build_engine(model, OptimConfig(lr=1e-4), EngineConfig(device="cpu", num_threads=1, **engine_kw),
                         total_steps=1, world_size=1, device=ds_group)
@@ -143,7 +143,7 @@ def eos_differs_model(tmp_path_factory) -> Path:
     <|im_end|> (SmolLM2-1.7B base is like this)."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from rlvr.models import build_tiny_model
+    from core.models import build_tiny_model
 
     out = tmp_path_factory.mktemp("eos-differs")
     build_tiny_model(out, seed=0)
@@ -162,7 +162,7 @@ def eos_differs_model(tmp_path_factory) -> Path:
 def test_stop_tokens_include_the_end_of_turn_token(eos_differs_model):
     from transformers import AutoTokenizer, GenerationConfig
 
-    from rlvr.utils.tokens import end_of_turn_token_id, stop_token_ids
+    from core.tokens import end_of_turn_token_id, stop_token_ids
 
     tok = AutoTokenizer.from_pretrained(eos_differs_model)
     im_end, eot = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlvr.utils.metrics import read_metrics
+from core.metrics import read_metrics
 from sft_dpo import dpo as dpo_mod
 from sft_dpo.dpo import DPOConfig, train_dpo
 from sft_dpo.reward_model import RMConfig, load_value_model, train_reward_model

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlvr.data.procedural import ANSWER_INSTRUCTION
+from core.procedural import ANSWER_INSTRUCTION
 from rlvr.eval.generation import Generator
 
 

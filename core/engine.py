@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlvr.utils.config import FrozenConfig
-from rlvr.utils.device import DeviceInfo, detect_device
-from rlvr.utils.logging import get_logger
+from core.config import FrozenConfig
+from core.device import DeviceInfo, detect_device
+from core.logging import get_logger
 
 log = get_logger(__name__)
 

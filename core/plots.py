@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlvr.utils.metrics import read_metrics
+from core.metrics import read_metrics
 
 # (panel title, [(metric key, label)]) in display order
 RLVR_PANELS = [

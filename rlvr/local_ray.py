@@ -12,7 +12,7 @@
   of a pipe whose write end only the driver has; at EOF it SIGKILLs the processes `ray.init` started (checked by
   PID and start time) and every process whose RAY_RAYLET_PID names one of them.
 
-Run as `python -m rlvr.utils.local_ray PARENT_PID JSON` it is that watchdog.
+Run as `python -m rlvr.local_ray PARENT_PID JSON` it is that watchdog.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from rlvr.utils.logging import get_logger
+from core.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -82,7 +82,7 @@ def start_local_ray(**init_kwargs) -> None:
 
 def _start_watchdog(victims: dict[int, str]) -> None:
     read_end, write_end = os.pipe()  # the write end is not inheritable (PEP 446): only this process holds it
-    subprocess.Popen([sys.executable, "-m", "rlvr.utils.local_ray", str(os.getpid()), json.dumps(victims)],
+    subprocess.Popen([sys.executable, "-m", "rlvr.local_ray", str(os.getpid()), json.dumps(victims)],
                      stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                      close_fds=True)
     os.close(read_end)

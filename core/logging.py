@@ -1,16 +1,16 @@
-"""One logger per package (`rewards`, `sft_dpo`, `rlvr`), configured once with a level from config or CLI."""
+"""One logger per package (`rewards`, `core`, `sft_dpo`, `rlvr`), configured once with a level from config or CLI."""
 
 from __future__ import annotations
 
 import logging
 import os
 
-PACKAGES = ("rewards", "sft_dpo", "rlvr")
+PACKAGES = ("rewards", "core", "sft_dpo", "rlvr")
 _FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 
 
 def setup_logging(level: str | int | None = None) -> None:
-    """Configure the three package loggers. `level` falls back to $RLVR_LOG_LEVEL, then INFO."""
+    """Configure the package loggers. `level` falls back to $RLVR_LOG_LEVEL, then INFO."""
     level = level or os.environ.get("RLVR_LOG_LEVEL", "INFO")
     if isinstance(level, str):
         resolved = logging.getLevelName(level.upper())

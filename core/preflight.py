@@ -21,7 +21,7 @@ import shutil
 import struct
 from pathlib import Path
 
-from rlvr.utils.checkpoint import format_bytes
+from core.checkpoint import format_bytes
 
 # Bytes a checkpoint holds per parameter of a trained model: DeepSpeed's module state (fp32) and the AdamW moments
 # (2 x fp32), plus the HF copy of the policy (fp32 on CPU; bf16 weights + fp32 master copy on GPU: the same sum).
@@ -69,7 +69,7 @@ def check_model(name: str, key: str = "model") -> Path | None:
         model_info(name, timeout=10)
     except Exception as err:  # noqa: BLE001 - repository missing, gated, or the hub unreachable: all one answer
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        from rlvr.models import BUNDLED
+        from core.models import BUNDLED
 
         bundled = "" if "/" in name else f"; bundled models: {', '.join(sorted(BUNDLED))}"
         raise PreflightError(f"{key}: {name} is not a local folder, not in the Hugging Face cache, and the hub "
@@ -205,12 +205,12 @@ def preflight_rlvr(cfg) -> int | None:
 
 
 def preflight_stage(cfg, model_path: str | None = None) -> int | None:
-    """`rlvr sft|dpo|rm`'s inputs (a StageConfig; `model_path`: its model resolved, rlvr.models.resolve_model).
+    """`rlvr sft|dpo|rm`'s inputs (a StageConfig; `model_path`: its model resolved, core.models.resolve_model).
     Returns the checkpoint estimate."""
     model = check_model(model_path or cfg.model, "model")
     reference = getattr(cfg, "reference_model", None)
     if reference:
-        from rlvr.models import resolve_model
+        from core.models import resolve_model
 
         check_model(resolve_model(reference), "reference_model")
     check_data(cfg.data.path, "data.path")

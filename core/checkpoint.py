@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlvr.utils.logging import get_logger
+from core.logging import get_logger
 
 log = get_logger(__name__)
 

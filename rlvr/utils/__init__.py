@@ -1,1 +1,0 @@
-"""Shared plumbing for `sft_dpo` and `rlvr`: typed configs, logging, device selection."""
