@@ -136,8 +136,8 @@ def run_ours(args) -> dict:
         f"rollout.max_new_tokens={args.max_new_tokens}", "rollout.temperature=1.0",
         "ppo.epochs=1", "ppo.num_mini_batches=1", "ppo.kl_coef=0.05",
         f"optim.per_device_batch_size={args.micro_batch}", "optim.lr=1e-6",
-        f"train.total_steps={args.steps}", f"train.save_every={args.steps + 1}", "train.eval_every=0",
-        "train.resume=never", "train.progress=false", "weight_sync.verify=false", "logging.tensorboard=false",
+        f"train.total_steps={args.steps}", f"checkpoints.save_every={args.steps + 1}", "train.eval_every=0",
+        "checkpoints.resume=never", "train.progress=false", "weight_sync.verify=false", "logging.tensorboard=false",
         f"engine.num_threads={args.threads}", f"generation.threads={args.threads}",
     ]
     cfg = load_config(RLVRConfig, BASE_CONFIG, overrides)

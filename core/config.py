@@ -116,7 +116,10 @@ def validate_config(cls: type[C], data: Mapping[str, Any], *, source: str = "<di
                 key, msg = named.group(1), named.group(2)
             origin = next((f"override {t!r}" for k, t in override_sources.items()
                            if key == k or key.startswith(k + ".")), source)
-            if e["type"] == "extra_forbidden":
+            moved = getattr(cls, "MOVED_KEYS", {}).get(key)
+            if e["type"] == "extra_forbidden" and moved:
+                msg = f"this key is now {moved}"
+            elif e["type"] == "extra_forbidden":
                 known = _field_names(cls, e["loc"][:-1])
                 msg = "unknown key" + (f" (known keys here: {', '.join(known)})" if known else "")
             elif e["type"] == "missing":

@@ -7,7 +7,7 @@
     empty (parquet: readable with at least one row);
   * output_dir can be created and written, and its filesystem has room for one checkpoint, estimated from the
     parameter count read from the model's safetensors headers (`checkpoint_bytes`);
-  * option combinations that only fail later (train.on_nonfinite=skip needs ZeRO stage 0).
+  * option combinations that only fail later (on_nonfinite=skip needs ZeRO stage 0).
 Each failure raises PreflightError with one line naming the config key and the input; the CLIs exit 2.
 Resume compatibility (a checkpoint trained on other data) is checked by each trainer when it picks the checkpoint,
 still before Ray or the model start (rlvr.trainer.RLVRTrainer.plan_resume, sft_dpo.trainer.train).
@@ -186,6 +186,13 @@ def check_output_dir(output_dir: str, needed_bytes: int | None) -> None:
 
 # ---- per command ----
 
+def check_options(cfg) -> None:
+    """Option combinations of a core.run.RunConfig that would only fail later."""
+    if cfg.on_nonfinite == "skip" and cfg.engine.zero_stage != 0:
+        raise PreflightError("on_nonfinite=skip needs engine.zero_stage=0 (ZeRO keeps gradients inside DeepSpeed's "
+                             "optimiser); use on_nonfinite=stop")
+
+
 def preflight_rlvr(cfg) -> int | None:
     """`rlvr train`'s inputs (an RLVRConfig with `model` already resolved). Returns the checkpoint estimate."""
     policy = check_model(cfg.model, "model")
@@ -196,16 +203,14 @@ def preflight_rlvr(cfg) -> int | None:
         critic = check_model(cfg.value_model, "value_model") if cfg.value_model else policy
     check_data(cfg.data.train, "data.train")
     check_data(cfg.data.eval, "data.eval")
-    if cfg.train.on_nonfinite == "skip" and cfg.engine.zero_stage != 0:
-        raise PreflightError("train.on_nonfinite=skip needs engine.zero_stage=0 (ZeRO keeps gradients inside "
-                             "DeepSpeed's optimiser); use on_nonfinite=stop")
+    check_options(cfg)
     need = checkpoint_bytes(parameter_count(policy), critic_params=parameter_count(critic) if critic else None)
     check_output_dir(cfg.output_dir, need)
     return need
 
 
 def preflight_stage(cfg, model_path: str | None = None) -> int | None:
-    """`rlvr sft|dpo|rm`'s inputs (a StageConfig; `model_path`: its model resolved, core.models.resolve_model).
+    """`rlvr sft|dpo|rm`'s inputs (a PreludeConfig; `model_path`: its model resolved, core.models.resolve_model).
     Returns the checkpoint estimate."""
     model = check_model(model_path or cfg.model, "model")
     reference = getattr(cfg, "reference_model", None)
@@ -214,10 +219,8 @@ def preflight_stage(cfg, model_path: str | None = None) -> int | None:
 
         check_model(resolve_model(reference), "reference_model")
     check_data(cfg.data.path, "data.path")
-    if cfg.on_nonfinite == "skip" and cfg.engine.zero_stage != 0:
-        raise PreflightError("on_nonfinite=skip needs engine.zero_stage=0 (ZeRO keeps gradients inside DeepSpeed's "
-                             "optimiser); use on_nonfinite=stop")
+    check_options(cfg)
     params = parameter_count(model)
-    need = checkpoint_bytes(params) if (cfg.save_every or cfg.stop_after_steps) else (params or 0) * 4 or None
+    need = checkpoint_bytes(params) if (cfg.checkpoints.save_every or cfg.stop_after_steps) else (params or 0) * 4 or None
     check_output_dir(cfg.output_dir, need)
     return need

@@ -15,7 +15,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config import FrozenConfig
-from core.engine import DistConfig, EngineConfig, OptimConfig
+from core.engine import OptimConfig
+from core.run import RunConfig
 
 
 class DataConfig(FrozenConfig):
@@ -117,41 +118,23 @@ class ResourcesConfig(FrozenConfig):
 
 class TrainConfig(FrozenConfig):
     total_steps: int = Field(10, ge=1, description="RL steps (each: rollout, score, update, sync)")
-    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
-    keep_last: int = Field(2, ge=1, description="checkpoints kept")
     eval_every: int = Field(0, ge=0, description="evaluate on data.eval every N steps (0: only at the end)")
     eval_at_start: bool = Field(False, description="also evaluate the starting policy (logged as step 0)")
-    resume: Literal["auto", "never", "must"] = Field(
-        "auto", description="auto: resume from the newest usable checkpoint in output_dir, start fresh when there is "
-        "none, and stop (exit 2) when checkpoints exist but none is usable; must: a usable checkpoint is required; "
-        "never: start fresh, moving an earlier run's checkpoints/ and metrics.jsonl aside")
-    on_nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="a NaN/inf loss, grad norm or weight: stop before saving (exit 1), or skip optimiser "
-        "steps whose gradients are not finite (ZeRO stage 0; non-finite weights still stop)")
     progress: bool = Field(True, description="tqdm progress bar")
 
 
-class LoggingConfig(FrozenConfig):
-    tensorboard: bool = True
-    wandb_project: str | None = None
-    run_name: str | None = None
-
-
-class RLVRConfig(FrozenConfig):
-    """The RLVR stage. Top-level `model`, `output_dir`, `seed`, `optim`, `engine`, `dist` are shared with the
-    pipeline and the sweep."""
+class RLVRConfig(RunConfig):
+    """The RLVR stage. The fields of core.run.RunConfig (model, output_dir, seed, optim, engine, dist, checkpoints,
+    logging, on_nonfinite) are shared with SFT/DPO/RM, the pipeline and the sweep; checkpoints.save_every=0 still
+    checkpoints the last step."""
 
     model: str = Field(..., description="policy to start from: bundled name, local folder or hub name")
-    output_dir: str = Field(..., description="run folder: config.yaml, metrics.jsonl, checkpoints/, final/")
-    seed: int = 0
     algorithm: Literal["ppo", "grpo", "rloo"] = Field("ppo", description="ppo: GAE + critic; grpo/rloo: no critic")
     value_model: str | None = Field(None, description="critic initialisation (a reward model folder, as Tulu 3); "
                                                       "default: the policy with a fresh value head")
     tokenizer: str | None = Field(None, description="default: the model's")
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-6, lr_scheduler="linear"))
     value_optim: OptimConfig | None = Field(None, description="critic optimiser; default: optim")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    dist: DistConfig = Field(default_factory=DistConfig)
     data: DataConfig
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -160,7 +143,6 @@ class RLVRConfig(FrozenConfig):
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
     def _check_batch_arithmetic(self) -> RLVRConfig:

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from core.config import FrozenConfig, load_config, save_config
 from core.logging import get_logger
-from core.run import TrainResult
+from core.run import FINAL_MARKER, TrainResult
 
 log = get_logger(__name__)
 
@@ -53,7 +53,7 @@ RUNNERS: dict[str, StageRunner] = {
 POLICY_STAGES = ("sft", "dpo", "rlvr")
 
 
-class StageConfig(FrozenConfig):
+class PipelineStage(FrozenConfig):
     name: str = Field(description="folder name of the stage inside the run folder; unique")
     kind: StageKind = Field(description="sft, dpo, rm or rlvr")
     config: str = Field(description="the stage's own YAML config file (relative to the working directory)")
@@ -66,7 +66,7 @@ class PipelineConfig(FrozenConfig):
     model: str = Field(description="starting model: bundled name, hub name or local folder")
     output_dir: str = Field(description="the run folder for every stage")
     seed: int | None = Field(None, description="when set, passed to every stage as seed=...")
-    stages: list[StageConfig] = Field(min_length=1)
+    stages: list[PipelineStage] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _check_references(self) -> PipelineConfig:
@@ -94,7 +94,7 @@ def _import(spec: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def stage_overrides(cfg: PipelineConfig, stage: StageConfig, done: dict[str, dict[str, Any]]) -> list[str]:
+def stage_overrides(cfg: PipelineConfig, stage: PipelineStage, done: dict[str, dict[str, Any]]) -> list[str]:
     """The overrides that chain `stage` to the earlier stages (start model, value model, output folder, seed)."""
     if stage.model_from is not None:
         start = done[stage.model_from]["model_dir"]
@@ -164,8 +164,6 @@ def stage_finished(kind: str, result: TrainResult) -> bool:
     if not (final / "config.json").is_file():
         return False
     if kind in ("sft", "dpo", "rm"):
-        from sft_dpo.trainer import FINAL_MARKER
-
         return (final / FINAL_MARKER).is_file()
     return True
 

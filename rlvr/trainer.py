@@ -106,7 +106,7 @@ class RLVRTrainer:
         self.sampler = PromptSampler(self.train_set, cfg.rollout.prompts_per_step, seed=cfg.seed)
         self.pool = BoundedPool(cfg.rewards.num_workers, cfg.rewards.timeout_s, initializer=warm_up_worker,
                                 memory_limit_mb=4096, max_tasks_per_worker=10_000)
-        self.ckpt = CheckpointManager(self.out / "checkpoints", keep_last=cfg.train.keep_last)
+        self.ckpt = CheckpointManager(self.out / "checkpoints", keep_last=cfg.checkpoints.keep_last)
         self._prompt_cache: dict[str, list[int]] = {}
         self.learners: LearnerGroup | None = None
         self.generators: GeneratorGroup | None = None
@@ -180,10 +180,10 @@ class RLVRTrainer:
         return self._data_fingerprint
 
     def plan_resume(self) -> None:
-        """Before Ray starts: pick the checkpoint to resume from (train.resume). Checkpoints are checked by content
-        (CheckpointManager.scan: checksums, safe deserialisation); the newest usable one must have been trained on
-        these prompts with this seed. ResumeError (exit 2) when the run cannot resume as asked."""
-        mode, root = self.cfg.train.resume, self.ckpt.root
+        """Before Ray starts: pick the checkpoint to resume from (checkpoints.resume). Checkpoints are checked by
+        content (CheckpointManager.scan: checksums, safe deserialisation); the newest usable one must have been
+        trained on these prompts with this seed. ResumeError (exit 2) when the run cannot resume as asked."""
+        mode, root = self.cfg.checkpoints.resume, self.ckpt.root
         self._resume_from: tuple[Path, dict] | None = None
         if mode == "never":
             set_aside(root)  # an earlier run's checkpoints are kept, renamed; metrics.jsonl likewise in run()
@@ -201,10 +201,10 @@ class RLVRTrainer:
             return
         if rejected:
             detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
-            raise ResumeError(f"train.resume={mode}: {len(rejected)} checkpoint(s) in {root}, none usable ({detail}); "
-                              "set train.resume=never to start over (they are kept, renamed)")
+            raise ResumeError(f"checkpoints.resume={mode}: {len(rejected)} checkpoint(s) in {root}, none usable "
+                              f"({detail}); set checkpoints.resume=never to start over (they are kept, renamed)")
         if mode == "must":
-            raise ResumeError(f"train.resume=must but there is no checkpoint in {root}")
+            raise ResumeError(f"checkpoints.resume=must but there is no checkpoint in {root}")
 
     def _check_same_data(self, path: Path, state: dict) -> None:
         saved = state.get("sampler", {})
@@ -218,7 +218,7 @@ class RLVRTrainer:
             if then != now:
                 raise ResumeError(f"{path} was trained on other data: its {what} is {then!r}, now {now!r} "
                                   "(data.train, its files or seed changed); resume with the same data, or set "
-                                  "train.resume=never to start over")
+                                  "checkpoints.resume=never to start over")
 
     def resume(self) -> bool:
         """After the actors start: load the checkpoint `plan_resume` picked into the learners and this driver."""
@@ -262,9 +262,9 @@ class RLVRTrainer:
                 params, critic_params=params if self.cfg.use_critic else None)) from err
 
     def _check_update(self, step: int, results: list[dict[str, Any]]) -> None:
-        """Never go on from (or save) non-finite state: a NaN/inf loss or grad norm (unless train.on_nonfinite=skip
+        """Never go on from (or save) non-finite state: a NaN/inf loss or grad norm (unless on_nonfinite=skip
         skipped those optimiser steps) or weight stops the run here, before anything is saved."""
-        skip = self.cfg.train.on_nonfinite == "skip"
+        skip = self.cfg.on_nonfinite == "skip"
         for rank, r in enumerate(results):
             bad = [] if skip else nonfinite_metrics(r)
             if r.get("nonfinite/weights"):
@@ -275,7 +275,7 @@ class RLVRTrainer:
                 raise TrainingStopped(
                     f"step {step}: {key} is {value} on learner rank {rank}; stopped before saving, so no non-finite "
                     f"state was written (newest checkpoint: {newest or 'none'}). Lower optim.lr or check the data"
-                    + ("" if skip else "; train.on_nonfinite=skip skips updates with non-finite gradients"))
+                    + ("" if skip else "; on_nonfinite=skip skips updates with non-finite gradients"))
 
     # ---- one RL step ----
     def generate(self, rows, *, step: int, samples: int, temperature: float, kind: str) -> list[dict[str, Any]]:
@@ -406,7 +406,7 @@ class RLVRTrainer:
         history: list[dict[str, Any]] = []
         bar = _progress(cfg.train.total_steps, self.step, cfg.train.progress)
         with MetricsLogger(self.out, tensorboard=cfg.logging.tensorboard, wandb_project=cfg.logging.wandb_project,
-                           run_name=cfg.logging.run_name, config=config_to_dict(cfg), append=True) as logger:
+                           run_name=cfg.run_name, config=config_to_dict(cfg), append=True) as logger:
             if cfg.train.eval_at_start and self.step == 0 and self.eval_rows:
                 logger.log(0, self.evaluate())
             while self.step < cfg.train.total_steps:
@@ -416,7 +416,7 @@ class RLVRTrainer:
                     metrics.update(self.evaluate())
                 logger.log(self.step, metrics)
                 history.append(metrics)
-                if (cfg.train.save_every and self.step % cfg.train.save_every == 0) or last:
+                if (cfg.checkpoints.save_every and self.step % cfg.checkpoints.save_every == 0) or last:
                     self.save()
                     plot_curves(self.out)
                 if bar is not None:

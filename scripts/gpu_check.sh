@@ -79,7 +79,7 @@ phase_args() {
     rollout.prompts_per_step=8 rollout.samples_per_prompt=2 rollout.max_new_tokens=128 ppo.num_mini_batches=2
     generation.backend=vllm generation.num_generators=1 generation.gpu_memory_utilization=0.3
     "${placement[@]}" "weight_sync.transport=$transport" weight_sync.verify=true "weight_sync.tolerance=$TOLERANCE"
-    "train.total_steps=$STEPS" train.save_every=0 train.progress=false logging.tensorboard=false)
+    "train.total_steps=$STEPS" checkpoints.save_every=0 train.progress=false logging.tensorboard=false)
 }
 
 summarize() {  # $1: the check folder (phases.tsv + one run folder per phase)

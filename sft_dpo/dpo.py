@@ -38,12 +38,12 @@ from sft_dpo.data import DataConfig, PairExample, examples_digest, load_pair_exa
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import dpo_loss, sequence_logps
 from sft_dpo.sft import pad_right
-from sft_dpo.trainer import Objective, RunContext, StageConfig, all_reduce_sum, barrier
+from sft_dpo.trainer import Objective, PreludeConfig, RunContext, all_reduce_sum, barrier
 
 log = get_logger(__name__)
 
 
-class DPOConfig(StageConfig):
+class DPOConfig(PreludeConfig):
     data: DataConfig
     loss_type: Literal["dpo", "dpo_norm"] = Field("dpo_norm", description="sigmoid DPO on summed log-probs, or "
                                                                           "length-normalised (Tulu 3)")

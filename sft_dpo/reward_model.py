@@ -33,7 +33,7 @@ from sft_dpo.data import DataConfig, load_pair_examples
 from sft_dpo.dpo import pair_batch
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import bradley_terry_loss, last_token_values
-from sft_dpo.trainer import Objective, RunContext, StageConfig, all_reduce_sum
+from sft_dpo.trainer import Objective, PreludeConfig, RunContext, all_reduce_sum
 
 log = get_logger(__name__)
 
@@ -43,7 +43,7 @@ class RMDataConfig(DataConfig):
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="without eval_path: pairs held out from `path`")
 
 
-class RMConfig(StageConfig):
+class RMConfig(PreludeConfig):
     data: RMDataConfig
     eval_batch_size: int = Field(8, ge=1)
 

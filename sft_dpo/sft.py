@@ -17,14 +17,14 @@ from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_sft_examples, pack_examples
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import sft_loss_sum
-from sft_dpo.trainer import Objective, RunContext, StageConfig
+from sft_dpo.trainer import Objective, PreludeConfig, RunContext
 
 
 class SFTDataConfig(DataConfig):
     packing: bool = Field(False, description="concatenate examples into max_length sequences (see pack_examples)")
 
 
-class SFTConfig(StageConfig):
+class SFTConfig(PreludeConfig):
     data: SFTDataConfig
 
 

@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -44,47 +44,28 @@ from core.checkpoint import (
     safe_deepspeed_load,
     set_aside,
 )
-from core.config import FrozenConfig, save_config
+from core.config import save_config
 from core.device import DeviceInfo
-from core.engine import DistConfig, EngineConfig, OptimConfig, build_engine, log_batch_shape
+from core.engine import build_engine, log_batch_shape
 from core.finite import NonFiniteError, count_nonfinite, nonfinite_metrics, step_engine
 from core.logging import get_logger
 from core.metrics import MetricsLogger, prepare_metrics_file
 from core.plots import plot_curves
-from core.run import TrainResult
+from core.run import FINAL_MARKER, RunConfig, TrainResult
 from core.tokens import set_stop_tokens
 from sft_dpo.data import DataError, examples_digest
 
 log = get_logger(__name__)
 
-FINAL_MARKER = ".rlvr-complete"
+class PreludeConfig(RunConfig):
+    """What SFT, DPO and the reward model add to the shared run config (core.run.RunConfig). Subclasses add `data`
+    and objective settings."""
 
-
-class StageConfig(FrozenConfig):
-    """Fields every prelude stage shares. Subclasses add `data` and objective settings."""
-
-    model: str = Field(..., description="hub name, local folder or bundled name (resolve_model)")
-    output_dir: str = Field(..., description="run folder: config, metrics, checkpoints/, final/")
-    seed: int = Field(42, description="data order and initialisation")
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    dist: DistConfig = Field(default_factory=DistConfig)
     num_epochs: int = Field(1, ge=1, description="passes over the data (ignored when max_steps is set)")
     max_steps: int | None = Field(None, ge=1, description="optimiser steps; overrides num_epochs")
-    save_every: int = Field(0, ge=0, description="checkpoint every N steps; 0: only when stopped early")
-    keep_checkpoints: int = Field(2, ge=1, description="complete checkpoints kept")
     log_every: int = Field(1, ge=1, description="metrics line every N steps")
     stop_after_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after this step without "
                                                                  "changing the schedule: time-boxed jobs, resume tests")
-    resume: Literal["auto", "never", "must"] = Field(
-        "auto", description="auto: resume from the newest usable checkpoint, start fresh when there is none, stop "
-        "(exit 2) when checkpoints exist but none is usable; must: a usable checkpoint is required; never: start "
-        "fresh, moving an earlier run's checkpoints/ and metrics.jsonl aside")
-    on_nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="a NaN/inf loss, grad norm or weight: stop before saving (exit 1), or skip optimiser "
-        "steps whose gradients are not finite (ZeRO stage 0; non-finite weights still stop)")
-    tensorboard: bool = True
-    wandb_project: str | None = None
 
 
 @dataclass
@@ -234,10 +215,10 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
 
 
 def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Path | None:
-    """The checkpoint to resume from (cfg.resume), chosen before the model loads: checked by content
+    """The checkpoint to resume from (checkpoints.resume), chosen before the model loads: checked by content
     (CheckpointManager.scan), written with this world size, on the same tokenised data. ResumeError (exit 2)
     when the run cannot resume as asked."""
-    mode = ctx.cfg.resume
+    mode = ctx.cfg.checkpoints.resume
     if mode == "never":
         if ctx.rank == 0:
             set_aside(mgr.root)
@@ -248,18 +229,19 @@ def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Pa
         manifest = json.loads((path / "MANIFEST.json").read_text())
         if not (path / f"trainer_state_rank{ctx.rank}.pt").is_file():
             raise ResumeError(f"{path} was written by {manifest.get('world_size', 'another number of')} ranks, this "
-                              f"run has {ctx.world_size}; use the same dist.world_size, or resume=never to start over")
+                              f"run has {ctx.world_size}; use the same dist.world_size, or checkpoints.resume=never to "
+                              "start over")
         if manifest.get("data_digest", data_digest) != data_digest:
             raise ResumeError(f"{path} was trained on other data (the tokenised examples differ: data.path, its "
                               "files, the template, tokenizer or max_length changed); resume with the same data, or "
-                              "set resume=never to start over")
+                              "set checkpoints.resume=never to start over")
         return path
     if rejected:
         detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
-        raise ResumeError(f"resume={mode}: {len(rejected)} checkpoint(s) in {mgr.root}, none usable ({detail}); set "
-                          "resume=never to start over (they are kept, renamed)")
+        raise ResumeError(f"checkpoints.resume={mode}: {len(rejected)} checkpoint(s) in {mgr.root}, none usable "
+                          f"({detail}); set checkpoints.resume=never to start over (they are kept, renamed)")
     if mode == "must":
-        raise ResumeError(f"resume=must but there is no checkpoint in {mgr.root}")
+        raise ResumeError(f"checkpoints.resume=must but there is no checkpoint in {mgr.root}")
     return None
 
 
@@ -331,7 +313,7 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
                          f"{optim.per_device_batch_size} x {optim.gradient_accumulation_steps} x {world} ranks)")
     total = cfg.max_steps or cfg.num_epochs * spe
     shape = log_batch_shape(optim, world, logger=log)
-    mgr = CheckpointManager(ctx.out / "checkpoints", keep_last=cfg.keep_checkpoints)
+    mgr = CheckpointManager(ctx.out / "checkpoints", keep_last=cfg.checkpoints.keep_last)
     ckpt = plan_resume(ctx, mgr, data_digest)
     extra = objective.before_model(ctx, examples)
 
@@ -345,8 +327,8 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
     metrics_log = None
     if rank == 0:
         prepare_metrics_file(ctx.out, start if ckpt is not None else None)  # torn lines dropped; never overwritten
-        metrics_log = MetricsLogger(ctx.out, tensorboard=cfg.tensorboard, wandb_project=cfg.wandb_project,
-                                    run_name=ctx.out.name, append=True)
+        metrics_log = MetricsLogger(ctx.out, tensorboard=cfg.logging.tensorboard,
+                                    wandb_project=cfg.logging.wandb_project, run_name=cfg.run_name, append=True)
         metrics_log.log(start, {**{f"batch/{k}": v for k, v in shape.items()}, "total_steps": total,
                                 "steps_per_epoch": spe, "resumed_from_step": start, **data_metrics, **extra})
 
@@ -398,7 +380,7 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
             bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
             if metrics_log is not None and (step % cfg.log_every == 0 or step == stop):
                 metrics_log.log(step, last)
-            if (cfg.save_every and step % cfg.save_every == 0) or (step == stop < total):
+            if (cfg.checkpoints.save_every and step % cfg.checkpoints.save_every == 0) or (step == stop < total):
                 save_checkpoint(ctx, mgr, engine, objective, step, data_digest)
         bar.close()
         if stop < total:

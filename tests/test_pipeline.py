@@ -80,7 +80,7 @@ def test_unfinished_stage_resumes_while_finished_ones_are_skipped(tmp_path, tiny
         "['data.path=procedural:gsm8k_sft?n=16&seed=0', data.max_length=384, data.max_samples=null, max_steps=2]}, "
         "{name: dpo, kind: dpo, config: configs/dpo/tiny_cpu.yaml, overrides: "
         "['data.path=procedural:gsm8k_pref?n=16&seed=0', data.max_length=384, data.max_samples=null, max_steps=3, "
-        "save_every=1%s]}]",
+        "checkpoints.save_every=1%s]}]",
     ]
     first = run_pipeline(_config(out, tiny_model_dir, two[0] % ", stop_after_steps=1"))
     assert [(r["stage"], r["status"]) for r in first] == [("sft", "ran"), ("dpo", "stopped")]

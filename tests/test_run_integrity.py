@@ -67,12 +67,12 @@ def cli(capsys, *argv: str) -> tuple[int, list[str]]:
 
 def sft(tiny, data, out, *extra: str) -> list[str]:
     return ["sft", "--config", str(CONFIGS / "sft" / "tiny_cpu.yaml"), f"model={tiny}", f"output_dir={out}",
-            f"data.path={data}", "tensorboard=false", *extra]
+            f"data.path={data}", "logging.tensorboard=false", *extra]
 
 
 def dpo(tiny, data, out, *extra: str) -> list[str]:
     return ["dpo", "--config", str(CONFIGS / "dpo" / "tiny_cpu.yaml"), f"model={tiny}", f"output_dir={out}",
-            f"data.path={data}", "tensorboard=false", f"ref_cache_dir={out}-ref", *extra]
+            f"data.path={data}", "logging.tensorboard=false", f"ref_cache_dir={out}-ref", *extra]
 
 
 def rlvr_args(tiny, out, *extra: str) -> list[str]:
@@ -148,14 +148,14 @@ def all_finite_weights(ckpt: Path) -> bool:
 def test_sft_damaged_checkpoints_are_skipped_and_the_newest_good_one_is_used(tiny_model_dir, sft_data, tmp_path,
                                                                               capsys):
     out = tmp_path / "run"
-    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "stop_after_steps=3",
-                            "keep_checkpoints=3"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "stop_after_steps=3",
+                            "checkpoints.keep_last=3"))[0] == 0
     ckpts = out / "checkpoints"
     flip_4kb(ckpts / "step_00000003" / "deepspeed" / "state" / "mp_rank_00_model_states.pt")  # same size
     state = ckpts / "step_00000002" / "trainer_state_rank0.pt"
     state.write_bytes(bytes(state.stat().st_size))  # zeroed, and the manifest made to match
     reseal(ckpts / "step_00000002")
-    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "keep_checkpoints=3"))
+    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "checkpoints.keep_last=3"))
     assert rc == 0, errors
     assert "step_00000003 is skipped" in LAST_STDERR["text"] and "SHA-256" in LAST_STDERR["text"]
     assert "step_00000002 is skipped" in LAST_STDERR["text"] and "cannot be loaded safely" in LAST_STDERR["text"]
@@ -165,7 +165,7 @@ def test_sft_damaged_checkpoints_are_skipped_and_the_newest_good_one_is_used(tin
 
 def test_pickle_payloads_in_state_files_never_run(tiny_model_dir, sft_data, tmp_path, capsys):
     out, marker = tmp_path / "run", tmp_path / "payload-ran"
-    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "stop_after_steps=2"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "stop_after_steps=2"))[0] == 0
     ckpts = out / "checkpoints"
     plant_payload(ckpts / "step_00000002" / "trainer_state_rank0.pt", marker)
     plant_payload(ckpts / "step_00000001" / "deepspeed" / "state" / "mp_rank_00_model_states.pt", marker)
@@ -181,7 +181,7 @@ def test_nonfinite_update_stops_before_saving_and_the_last_good_checkpoint_survi
                                                                                      tmp_path, capsys):
     """lr 1e30: the first update leaves huge but finite weights (saved), the next step's loss overflows."""
     out = tmp_path / "run"
-    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "optim.lr=1e30"))
+    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "optim.lr=1e30"))
     assert rc == 1 and len(errors) == 1 and re.search(r"sft step \d: \S+ is (nan|inf)", errors[0]), errors
     step = int(re.search(r"step (\d)", errors[0]).group(1))
     mgr = CheckpointManager(out / "checkpoints")
@@ -210,10 +210,10 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_m
 
 def test_torn_metrics_line_is_dropped_on_resume(tiny_model_dir, sft_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "stop_after_steps=2"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "stop_after_steps=2"))[0] == 0
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 3, "loss": 1.2')  # the run was killed mid-line
-    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1"))[0] == 0
     assert "torn" in LAST_STDERR["text"]
     steps = [m["step"] for m in read_metrics(out) if "loss" in m]
     assert steps == [1, 2, 3, 4]
@@ -221,25 +221,25 @@ def test_torn_metrics_line_is_dropped_on_resume(tiny_model_dir, sft_data, tmp_pa
 
 def test_resume_modes_with_damaged_checkpoints(tiny_model_dir, sft_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "stop_after_steps=2"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "stop_after_steps=2"))[0] == 0
     for ckpt in CheckpointManager(out / "checkpoints").folders():
         flip_4kb(ckpt / "hf" / "model.safetensors")
     rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out))
     one_line_exit_2(rc, errors, "resume=auto", "2 checkpoint(s)", "none usable")
     old_metrics = (out / "metrics.jsonl").read_text()
-    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "resume=never"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.resume=never"))[0] == 0
     kept = list(out.glob("checkpoints.replaced-*"))
     assert len(kept) == 1 and len(CheckpointManager(kept[0]).folders()) == 2  # nothing deleted
     assert [p.read_text() for p in out.glob("metrics.replaced-*.jsonl")] == [old_metrics]
     assert [m["step"] for m in read_metrics(out) if "loss" in m] == [1, 2, 3, 4]
-    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, tmp_path / "empty", "resume=must"))
+    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, tmp_path / "empty", "checkpoints.resume=must"))
     one_line_exit_2(rc, errors, "resume=must", "no checkpoint")
 
 
 def test_data_changed_before_resume_is_refused_before_training(tiny_model_dir, sft_data, tmp_path, capsys):
     out, data = tmp_path / "run", tmp_path / "data.jsonl"
     data.write_text(sft_data.read_text())
-    assert cli(capsys, *sft(tiny_model_dir, data, out, "save_every=1", "stop_after_steps=1"))[0] == 0
+    assert cli(capsys, *sft(tiny_model_dir, data, out, "checkpoints.save_every=1", "stop_after_steps=1"))[0] == 0
     data.write_text("".join(data.read_text().splitlines(keepends=True)[1:]))  # one row fewer
     rc, errors = cli(capsys, *sft(tiny_model_dir, data, out))
     one_line_exit_2(rc, errors, "step_00000001", "trained on other data")
@@ -293,7 +293,7 @@ def test_read_only_output_folder_exits_2(command, tiny_model_dir, sft_data, tmp_
 
 def test_too_little_space_for_a_checkpoint_exits_2_before_training(tiny_model_dir, sft_data, tmp_path, capsys):
     with tmpfs(tmp_path / "small", "1m") as small:
-        rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, small / "run", "save_every=1"))
+        rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, small / "run", "checkpoints.save_every=1"))
     one_line_exit_2(rc, errors, "output_dir", "free", "one checkpoint of this model needs about 5.3 MB")
 
 
@@ -302,7 +302,7 @@ def test_disk_full_during_a_save_names_the_folder_and_keeps_the_last_good_checkp
     """8 MB: room for the preflight's one-checkpoint estimate (5.3 MB) and the first checkpoint, not the second."""
     with tmpfs(tmp_path / "disk", "8m") as disk:
         out = disk / "run"
-        rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, "save_every=1", "keep_checkpoints=2"))
+        rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "checkpoints.keep_last=2"))
         line = one_line_exit_2(rc, errors, "no space left", str(out / "checkpoints"), "needs about 5.3 MB", "free")
         mgr = CheckpointManager(out / "checkpoints")
         assert [p.name for p in mgr.folders()] == ["step_00000001"] and mgr.latest() is not None
@@ -380,7 +380,7 @@ def _errors(stderr: str) -> list[str]:
 @pytest.mark.ray
 def test_rlvr_run_folder_integrity_with_its_own_ray(tiny_model_dir, tmp_path):
     out = tmp_path / "rl"
-    common = rlvr_args(tiny_model_dir, out, "train.save_every=1")
+    common = rlvr_args(tiny_model_dir, out, "checkpoints.save_every=1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
     driver = subprocess.Popen([sys.executable, "-m", "rlvr.cli", *common, "train.total_steps=40"], env=env,
@@ -436,7 +436,7 @@ def test_rlvr_run_folder_integrity_with_its_own_ray(tiny_model_dir, tmp_path):
     # a non-finite update (the issue's lr=1e4 at step 1; a resumed run keeps its checkpoint's LR schedule, so this
     # runs in a folder of its own) stops the run before anything is saved
     nan_out = tmp_path / "nan"
-    nan = _run(rlvr_args(tiny_model_dir, nan_out, "train.save_every=1", "train.total_steps=3", "optim.lr=1e4",
+    nan = _run(rlvr_args(tiny_model_dir, nan_out, "checkpoints.save_every=1", "train.total_steps=3", "optim.lr=1e4",
                          "optim.max_grad_norm=1e9"))
     assert nan.returncode == 1 and len(_errors(nan.stderr)) == 1, nan.stderr[-3000:]
     assert re.search(r"step 1: \S+ is (nan|inf)", nan.stderr) and "stopped before saving" in nan.stderr

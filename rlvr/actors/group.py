@@ -113,7 +113,7 @@ def get_all(refs: list, *, timeout_s: float, what: str, names: list[str] | None 
                 how = "died" if isinstance(err, ray.exceptions.ActorDiedError) else "died or became unreachable"
                 raise ActorFailure(f"{what}: {names[i]} {how} ({type(err).__name__}){where}. Actors are not "
                                    "restarted: resume from the last checkpoint (rerun the same command; "
-                                   "train.resume=auto)") from err
+                                   "checkpoints.resume=auto)") from err
     return results
 
 

@@ -348,7 +348,7 @@ class Learner:
         self.policy.train()
         n_micro = 0
         norm = None
-        skip, skipped = cfg.train.on_nonfinite == "skip", 0  # skipped optimiser steps (core.finite)
+        skip, skipped = cfg.on_nonfinite == "skip", 0  # skipped optimiser steps (core.finite)
         for rows in self._micro_batches(mb["input_ids"].shape[0]):
             micro = _slice(mb, rows)
             m = micro["response_mask"]

@@ -28,8 +28,8 @@ CONFIG = "configs/rlvr/tiny_ppo.yaml"
 # to stop the run in, and 20 steps of 4 prompts cross an epoch of the 64 prompts (a resumed sampler must too).
 TOTAL_STEPS = 20
 SAVE_EVERY = 2
-OVERRIDES = [f"train.total_steps={TOTAL_STEPS}", f"train.save_every={SAVE_EVERY}", "train.progress=false",
-             "rollout.max_new_tokens=48", "train.resume=auto"]
+OVERRIDES = [f"train.total_steps={TOTAL_STEPS}", f"checkpoints.save_every={SAVE_EVERY}", "train.progress=false",
+             "rollout.max_new_tokens=48", "checkpoints.resume=auto"]
 JOB_TIMEOUT = 900
 
 

@@ -86,7 +86,7 @@ def test_grpo_vllm_run_and_learner_sharding_invariance(ray_local, tiny_model_dir
     curves = []
     for name, world in (("w1", 1), ("w2", 2)):
         cfg = tiny_config("tiny_grpo.yaml", tiny_model_dir, prompts, tmp_path / name, "generation.backend=vllm",
-                          "train.total_steps=2", "train.save_every=0", "optim.per_device_batch_size=2",
+                          "train.total_steps=2", "checkpoints.save_every=0", "optim.per_device_batch_size=2",
                           "ppo.num_mini_batches=1", f"dist.world_size={world}")
         train(cfg)
         curves.append(read_metrics(tmp_path / name))
@@ -118,7 +118,7 @@ def test_kill_after_checkpoint_and_resume_is_exact(ray_local, tiny_model_dir, pr
     the same per-step loss, grad norm, LR, reward and prompt ids; no step lost or repeated."""
     from rlvr.driver import train
 
-    common = ["train.total_steps=4", "train.save_every=2", "weight_sync.verify=true", "train.eval_every=2",
+    common = ["train.total_steps=4", "checkpoints.save_every=2", "weight_sync.verify=true", "train.eval_every=2",
               "data.eval_size=4", "train.eval_at_start=true"]
     full = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, tmp_path / "full", *common, f"data.eval=[{prompts}]")
     _check_ppo_run(train(full), full, tmp_path / "full", tiny_model_dir, 4)
@@ -142,7 +142,7 @@ def test_kill_after_checkpoint_and_resume_is_exact(ray_local, tiny_model_dir, pr
     assert CheckpointManager(out / "checkpoints").latest().name == "step_00000002"
 
     resumed = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, out, *common, f"data.eval=[{prompts}]",
-                          "train.resume=must")
+                          "checkpoints.resume=must")
     _check_ppo_run(train(resumed), resumed, out, tiny_model_dir, 4)
 
     # steps 1-2 come from another process (two runs, same seed: identical), 3-4 from the resumed run
@@ -200,7 +200,7 @@ def test_dead_generator_stops_the_run_quickly_with_a_clear_error(ray_local, tiny
     from rlvr.driver import train
 
     out = tmp_path / "dead"
-    cfg = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, out, "train.total_steps=200", "train.save_every=1",
+    cfg = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, out, "train.total_steps=200", "checkpoints.save_every=1",
                       "rollout.max_new_tokens=32")
     errors: list[BaseException] = []
 

@@ -209,7 +209,7 @@ def test_sft_writes_the_end_of_turn_token_into_the_saved_generation_config(eos_d
     from sft_dpo.sft import SFTConfig, train_sft
 
     cfg = SFTConfig.model_validate({
-        "model": str(eos_differs_model), "output_dir": str(tmp_path / "sft"), "max_steps": 1, "tensorboard": False,
+        "model": str(eos_differs_model), "output_dir": str(tmp_path / "sft"), "max_steps": 1, "logging": {"tensorboard": False},
         "data": {"path": "procedural:gsm8k_sft?n=8&seed=0", "max_length": 256},
         "engine": {"num_threads": 1, "device": "cpu"},
         "optim": {"lr": 1e-4, "per_device_batch_size": 2, "gradient_accumulation_steps": 1}})

@@ -81,7 +81,7 @@ def reference(tmp_path_factory) -> list[dict]:
     """The same 4-step run on one machine (its own local Ray, started by the driver)."""
     out = tmp_path_factory.mktemp("single-node") / "run"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(_train(out, f"train.total_steps={STEPS}", "train.save_every=2"), cwd=REPO, env=env,
+    proc = subprocess.run(_train(out, f"train.total_steps={STEPS}", "checkpoints.save_every=2"), cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return _metrics(out)
@@ -93,7 +93,7 @@ def _on_cluster(cluster, cmd: list[str], timeout: float = 600) -> subprocess.Com
 
 def test_two_learner_ranks_on_two_nodes_match_the_single_node_run(cluster, reference, tmp_path):
     out = tmp_path / "run"
-    proc = _on_cluster(cluster, _train(out, f"train.total_steps={STEPS}", "train.save_every=2"))
+    proc = _on_cluster(cluster, _train(out, f"train.total_steps={STEPS}", "checkpoints.save_every=2"))
     assert proc.returncode == 0, proc.stderr[-6000:]
     actors = json.loads((out / "actors.json").read_text())
     learner_nodes = [a["node_ip"] for a in actors["learners"]]
@@ -109,7 +109,7 @@ def test_ray_job_submit_on_two_nodes_matches_the_single_node_run(cluster, refere
     out = tmp_path / "run"
     sid = f"two-nodes-{uuid.uuid4().hex[:8]}"
     entry = ["python", "-m", "rlvr.cli", "train", "--config", CONFIG, f"output_dir={out}", *COMMON,
-             f"train.total_steps={STEPS}", "train.save_every=2", "weight_sync.transport=gloo"]
+             f"train.total_steps={STEPS}", "checkpoints.save_every=2", "weight_sync.transport=gloo"]
     proc = cluster.run("head", [_ray_cli(), "job", "submit", "--address", cluster.dashboard_url, "--submission-id",
                                 sid, "--working-dir", str(REPO), "--runtime-env-json",
                                 json.dumps({"excludes": WORKING_DIR_EXCLUDES}), "--", *entry], timeout=600)
@@ -124,7 +124,7 @@ def test_ray_job_submit_on_two_nodes_matches_the_single_node_run(cluster, refere
 
 def test_lost_worker_node_stops_the_run_within_30s_and_the_same_command_resumes(cluster, reference, tmp_path):
     out = tmp_path / "run"
-    cmd = _train(out, "train.total_steps=8", "train.save_every=1")  # steps 5..8 give the kill time to land
+    cmd = _train(out, "train.total_steps=8", "checkpoints.save_every=1")  # steps 5..8 give the kill time to land
     log_path = tmp_path / "killed.log"
     with open(log_path, "w") as log:
         proc = cluster.popen("head", cmd, env={"RAY_ADDRESS": cluster.address}, cwd=REPO, stdout=log)
