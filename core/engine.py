@@ -147,6 +147,23 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
     deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)  # adopts the group
 
 
+def barrier() -> None:
+    """A barrier over the process group, when there is one of more than one rank."""
+    import torch.distributed as dist  # lazy: see the module docstring
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(t):
+    """Sum a tensor over the process group in place (a no-op without a group of more than one rank)."""
+    import torch.distributed as dist  # lazy: see the module docstring
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 class RendezvousError(RuntimeError):
     """A rank could not reach (or form) its process group in time."""
 

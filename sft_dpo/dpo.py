@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from core.engine import all_reduce_sum, barrier
 from core.logging import get_logger
 from core.models import cache_dir
 from core.run import TrainResult
@@ -38,7 +39,7 @@ from sft_dpo.data import DataConfig, PairExample, examples_digest, load_pair_exa
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import dpo_loss, sequence_logps
 from sft_dpo.sft import pad_right
-from sft_dpo.trainer import Objective, PreludeConfig, RunContext, all_reduce_sum, barrier
+from sft_dpo.trainer import Objective, PreludeConfig, RunContext
 
 log = get_logger(__name__)
 

@@ -27,13 +27,14 @@ import random
 import torch
 from pydantic import Field
 
+from core.engine import all_reduce_sum
 from core.logging import get_logger
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_pair_examples
 from sft_dpo.dpo import pair_batch
 from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
 from sft_dpo.losses import bradley_terry_loss, last_token_values
-from sft_dpo.trainer import Objective, PreludeConfig, RunContext, all_reduce_sum
+from sft_dpo.trainer import Objective, PreludeConfig, RunContext
 
 log = get_logger(__name__)
 

@@ -14,10 +14,10 @@ next `effective batch` examples; rank r takes its contiguous slice and cuts it i
 final batch is dropped (every rank must run the same number of micro-batches). `max_steps` overrides
 `num_epochs` and may run past one epoch.
 
-Loss reduction (STYLE.md #3): objectives return loss *sums*; each micro-batch's sum is divided by the number of
-loss units (tokens or pairs) in the whole step across ranks, times gradient_accumulation_steps x world_size
-because DeepSpeed's `backward` divides by the former and its gradient all-reduce averages over the latter. The
-gradient is therefore the same however the step is split into micro-batches or ranks.
+Loss reduction (STYLE.md #3, core.losses): objectives return loss *sums*; each micro-batch's sum is divided by the
+step's loss units (tokens or pairs) over all micro-batches and ranks, divided by the world size, and backpropagated
+without DeepSpeed's accumulation scaling; DeepSpeed's gradient averaging over ranks completes the mean. The gradient
+is therefore the same however the step is split into micro-batches or ranks.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ from core.checkpoint import (
 )
 from core.config import save_config
 from core.device import DeviceInfo
-from core.engine import build_engine, log_batch_shape
-from core.finite import NonFiniteError, count_nonfinite, nonfinite_metrics, step_engine
+from core.engine import all_reduce_sum, barrier, build_engine, log_batch_shape
+from core.finite import NonFiniteError, count_nonfinite, nonfinite_metrics
 from core.logging import get_logger
+from core.losses import aggregate_loss, per_rank_units, train_micro_batches
 from core.metrics import MetricsLogger, prepare_metrics_file
 from core.plots import plot_curves
 from core.run import FINAL_MARKER, RunConfig, TrainResult
@@ -130,25 +131,6 @@ class Objective:
 
 # ---------------------------------------------------------------- helpers
 
-def _dist():
-    import torch.distributed as dist
-
-    return dist
-
-
-def barrier() -> None:
-    dist = _dist()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    dist = _dist()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 def finished_result(out: Path) -> TrainResult | None:
     marker = out / "final" / FINAL_MARKER
     if not marker.is_file():
@@ -169,11 +151,6 @@ def step_indices(n: int, step: int, *, seed: int, global_batch: int) -> list[int
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def _grad_norm(module: torch.nn.Module) -> float:
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 # ---------------------------------------------------------------- saving
@@ -347,34 +324,26 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
                      for j in range(0, per_rank, optim.per_device_batch_size)]
             counts = torch.tensor([sum(objective.count(b)[k] for b in micro) for k in (0, 1)], dtype=torch.float64)
             units, tokens = all_reduce_sum(counts.to(ctx.torch_device)).tolist()
-            scale = optim.gradient_accumulation_steps * world / max(units, 1.0)
+            num_units = per_rank_units(units, world)  # core.losses: the one loss-reduction convention
             lr = engine.get_lr()[0]
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            stat_sums: dict[str, float] = {}
-            grad_norm = None
-            skipped = 0
-            for j, batch in enumerate(micro):
+
+            def loss_fn(batch, num_units=num_units):
                 part, stats = objective.loss(engine, move(batch, ctx.torch_device))
-                engine.backward(part * scale)
-                if j == len(micro) - 1 and cfg.engine.zero_stage == 0:
-                    grad_norm = _grad_norm(engine.module)  # ZeRO-0 does not report it; grads are reduced now
-                skipped += not step_engine(engine, skip_nonfinite=cfg.on_nonfinite == "skip")
-                loss_sum += part.detach().double().cpu()
-                for k, v in stats.items():
-                    stat_sums[k] = stat_sums.get(k, 0.0) + float(v)
-            names = sorted(stat_sums)
-            packed = torch.tensor([loss_sum.item()] + [stat_sums[k] for k in names], dtype=torch.float64)
+                return aggregate_loss(part, num_units=num_units), {"loss": part.detach(), **stats}
+
+            step_out = train_micro_batches(engine, micro, loss_fn, skip_nonfinite=cfg.on_nonfinite == "skip")
+            names = sorted(step_out.stats)
+            packed = torch.tensor([step_out.stats[k] for k in names], dtype=torch.float64)
             packed = all_reduce_sum(packed.to(ctx.torch_device)).cpu() / max(units, 1.0)
             dt = time.perf_counter() - t0
-            if grad_norm is None:
-                grad_norm = engine.get_global_grad_norm()
-            last = {"loss": packed[0].item(), **{k: packed[i + 1].item() for i, k in enumerate(names)},
+            last = {"loss": packed[names.index("loss")].item(),
+                    **{k: packed[i].item() for i, k in enumerate(names) if k != "loss"},
                     "lr": lr, "epoch": (step - 1) / spe, f"{objective.unit}_per_step": units,
                     "tokens_per_s": tokens / dt, "step_time_s": dt}
-            if grad_norm is not None:
-                last["grad_norm"] = float(grad_norm)
+            if step_out.grad_norm is not None:
+                last["grad_norm"] = step_out.grad_norm
             if cfg.on_nonfinite == "skip":
-                last["skipped_step"] = float(skipped > 0)
+                last["skipped_step"] = float(step_out.skipped)
             check_finite(ctx, engine, step, last, mgr, objective.name)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
