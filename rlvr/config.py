@@ -70,6 +70,8 @@ class PPOConfig(FrozenConfig):
                                       "sequence reward before group normalisation (default False)")
     whiten_advantages: bool = Field(True, description="PPO: whiten GAE advantages over the batch (all ranks)")
     grpo_std_normalize: bool = Field(True, description="GRPO: divide by the group std (False = Dr. GRPO)")
+    policy_loss: str = Field("ppo_clip", description="policy loss, a name in rlvr.algorithms.POLICY_LOSSES")
+    value_loss: str = Field("clipped_mse", description="critic loss (PPO), a name in rlvr.algorithms.VALUE_LOSSES")
 
 
 class RewardsConfig(FrozenConfig):
@@ -174,6 +176,15 @@ class RLVRConfig(RunConfig):
             raise ValueError("ppo.kl_estimator: k1 cannot be used with the KL in the loss (its gradient does not "
                              "depend on the reference policy); use k3 (the default there) or k2, or set "
                              "ppo.kl_in_reward=true")
+        # lazy: the registries hold torch functions, and this module stays torch-free (`rlvr train --help`, the
+        # preflight and the pipeline load it before anything heavy)
+        from rlvr.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, VALUE_LOSSES
+
+        for key, name, registry in (("algorithm", self.advantage_estimator, ADVANTAGE_ESTIMATORS),
+                                    ("ppo.policy_loss", self.ppo.policy_loss, POLICY_LOSSES),
+                                    ("ppo.value_loss", self.ppo.value_loss, VALUE_LOSSES)):
+            if name not in registry:
+                raise ValueError(f"{key}: {name!r} is not registered; known: {', '.join(registry)}")
         if self.max_model_len <= self.data.max_prompt_tokens:
             raise ValueError(f"generation.max_model_len {self.max_model_len} leaves no room to generate after "
                              f"prompts of up to data.max_prompt_tokens {self.data.max_prompt_tokens}")
@@ -186,6 +197,22 @@ class RLVRConfig(RunConfig):
     @property
     def use_critic(self) -> bool:
         return self.algorithm == "ppo"
+
+    @property
+    def advantage_estimator(self) -> str:
+        """The name in rlvr.algorithms.ADVANTAGE_ESTIMATORS: gae for PPO, else the algorithm's own."""
+        return "gae" if self.algorithm == "ppo" else self.algorithm
+
+    def advantage_params(self):
+        """rlvr.algorithms.AdvantageParams from this config (shaping, KL, GAE and group settings)."""
+        from rlvr.algorithms import AdvantageParams  # lazy: see _check_batch_arithmetic
+
+        return AdvantageParams(group_size=self.rollout.samples_per_prompt,
+                               verified_reward=self.rewards.verified_reward,
+                               no_eos_penalty=self.rewards.no_eos_penalty, kl_coef=self.ppo.kl_coef,
+                               kl_in_reward=self.kl_in_reward, kl_estimator=self.kl_estimator,
+                               gamma=self.ppo.gamma, lam=self.ppo.lam, whiten=self.ppo.whiten_advantages,
+                               std_normalize=self.ppo.grpo_std_normalize)
 
     @property
     def kl_in_reward(self) -> bool:

@@ -1,9 +1,14 @@
-"""The RLVR loop, in reading order (the Ray wiring is in rlvr.actors.group, the CLI/Ray start-up in rlvr.driver):
+"""The RLVR loop, in reading order (the Ray wiring is in rlvr.actors.group, the CLI/Ray start-up in rlvr.driver).
+One step (`train_step`) follows a prompt through four modules:
 
-    sample prompts (seeded, resumable cursor) -> generate (generator actors, per-request seeds)
-    -> score (rewards.scoring.score_batch in a killable pool; error budget) -> old/ref log-probs, values
-    -> advantages (GAE on the learners for PPO; group-normalised here for GRPO/RLOO) -> PPO update
-    -> weight sync (+ check) -> log -> checkpoint every N -> evaluate every N
+    sample prompts (seeded, resumable cursor; tokenised once, when loaded: rlvr.data.prompts)
+    -> generate            rlvr.actors.generator.Generator (per-request seeds; vLLM or HF)
+    -> score               rewards.scoring.score_batch (a killable worker pool; error budget)
+    -> prepare             rlvr.actors.learner.Learner.prepare: per-token log-probs, reference log-probs, values
+    -> advantages          rlvr.algorithms.compute_advantages over the whole batch (shaping, KL, GAE or groups)
+    -> update              rlvr.actors.learner.Learner.update: clipped policy/value losses -> gradient -> step
+    -> weight sync (+ check)  rlvr.weight_sync.WeightSync
+    -> log -> checkpoint every N -> evaluate every N
 
 Exact resume: every random choice is a pure function of (seed, step, ...): prompt order (PromptSampler: seed,
 epoch), sampling seeds (seed, step, prompt index, sample index), mini-batch shuffles (seed, step, epoch, rank).
@@ -47,7 +52,7 @@ from rlvr.actors.group import (
     colocated_placement_group,
     confirm_checkpoint_parts,
 )
-from rlvr.algorithms import group_advantages, sequence_rewards
+from rlvr.algorithms import compute_advantages
 from rlvr.config import RLVRConfig
 from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
 
@@ -62,6 +67,12 @@ def request_seed(seed: int, step: int, prompt_index: int, sample_index: int, kin
     """A sampling seed for one request, independent of batching and of which generator serves it."""
     digest = hashlib.sha256(f"{kind}/{seed}/{step}/{prompt_index}/{sample_index}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate [b_i, T_i] tensors along rows, right-padding each with 0 to the widest T."""
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t.float(), (0, width - t.shape[1])) for t in tensors])
 
 
 def _chunks(items: list, n: int) -> list[list]:
@@ -314,39 +325,38 @@ class RLVRTrainer:
         return batch
 
     def train_step(self) -> dict[str, Any]:
+        """One RL step: prompts -> responses -> scores -> log-probs, reference log-probs and values (learners) ->
+        advantages (here, over the whole batch) -> policy/critic update (learners) -> weight sync."""
         cfg, step = self.cfg, self.step + 1
-        G = cfg.rollout.samples_per_prompt
         t0 = time.perf_counter()
         rows = self.sampler.next_batch()
-        reqs = self.generate(rows, step=step, samples=G, temperature=cfg.rollout.temperature, kind="train")
+        reqs = self.generate(rows, step=step, samples=cfg.rollout.samples_per_prompt,
+                             temperature=cfg.rollout.temperature, kind="train")
         t_gen = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        batch = self.score(reqs)
+        scores = self.score(reqs)
         t_score = time.perf_counter() - t1
-        scores = batch.values
-        finished = [r["finished"] for r in reqs]
 
         t2 = time.perf_counter()
         W = cfg.dist.world_size
         samples = [{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"], "logprobs": r["logprobs"]}
                    for r in reqs]
-        sample_shards = _chunks(samples, W)
-        prepared = self.learners.get(self.learners.call_sharded("prepare", [(s,) for s in sample_shards]),
+        prepared = self.learners.get(self.learners.call_sharded("prepare", [(s,) for s in _chunks(samples, W)]),
                                      "learner prepare")
-        seq_kl = [k for p in prepared for k in p["seq_kl"]]
-        adv_shards = [None] * W
-        shaped = sequence_rewards(torch.tensor(scores), torch.tensor(finished),
-                                  verified_reward=cfg.rewards.verified_reward, no_eos_penalty=cfg.rewards.no_eos_penalty)
-        if not cfg.use_critic:
-            seq_r = shaped
-            if cfg.kl_in_reward:
-                seq_r = seq_r - cfg.ppo.kl_coef * torch.tensor(seq_kl)
-            adv = group_advantages(seq_r, G, estimator=cfg.algorithm, std_normalize=cfg.ppo.grpo_std_normalize)
-            adv_shards = _chunks(adv.tolist(), W)
-        score_shards, fin_shards = _chunks(scores, W), _chunks(finished, W)
-        results = self.learners.get(self.learners.call_sharded(
-            "update", [(step, s, f, a) for s, f, a in zip(score_shards, fin_shards, adv_shards)]), "learner update")
+        batch = {key: cat_padded([p[key] for p in prepared])
+                 for key in ("mask", "logprobs", "ref_logprobs", *(("values",) if cfg.use_critic else ()))}
+        batch["scores"] = torch.tensor(scores.values, dtype=torch.float32)
+        batch["finished"] = torch.tensor([r["finished"] for r in reqs])
+        advantages, returns, adv_metrics = compute_advantages(cfg.advantage_estimator, batch, cfg.advantage_params())
+        updates, start = [], 0
+        for p in prepared:  # each rank gets its own rows, at the width it prepared them
+            rows_, width = p["mask"].shape
+            end = start + rows_
+            updates.append((step, advantages[start:end, :width],
+                            None if returns is None else returns[start:end, :width]))
+            start = end
+        results = self.learners.get(self.learners.call_sharded("update", updates), "learner update")
         self._check_update(step, results)  # before the weights reach the generators or a checkpoint
         t_learn = time.perf_counter() - t2
 
@@ -356,15 +366,14 @@ class RLVRTrainer:
         self.step = step
 
         metrics: dict[str, Any] = {k: sum(r[k] for r in results) / W for k in results[0]}
-        metrics.update(batch.metrics("reward"))
+        metrics.update(scores.metrics("reward"))
+        metrics.update(adv_metrics)
         resp_tokens = sum(len(r["response_ids"]) for r in reqs)
         all_tokens = resp_tokens + sum(len(r["prompt_ids"]) for r in reqs)
         gaps = [g for p in prepared for g in p["logprob_gap"]]
         metrics.update({
-            "reward/shaped_mean": shaped.mean().item(),
-            "kl/sequence_mean": sum(seq_kl) / len(seq_kl),
             "response/length_mean": resp_tokens / len(reqs),
-            "response/finished_fraction": sum(finished) / len(finished),
+            "response/finished_fraction": sum(r["finished"] for r in reqs) / len(reqs),
             "gen/logprob_diff": sum(gaps) / len(gaps) if gaps else 0.0,
             "time/generation_s": t_gen, "time/scoring_s": t_score, "time/learner_s": t_learn,
             "time/step_s": time.perf_counter() - t0,

@@ -18,27 +18,29 @@ rank takes part in gathering full parameters before rank 0 sends.
 A sync that stalls (a dead or hung peer) raises `WeightSyncError` after `timeout_s`: every wait is
 `ray.get(..., timeout=...)` and the collective group is created with the same timeout.
 
+The collective transports' in-actor half (group membership, send, receive) is rlvr.actors.weight_transport; this
+module is the driver's half and never runs inside an actor.
+
 `verify`: each generator decodes a fixed probe greedily; the learner scores the same tokens; the largest
 |log-prob difference| must be within `tolerance`, else `WeightSyncError` (stale or corrupted generator weights).
 """
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any
 
+import ray
+
 from core.logging import get_logger
+from rlvr.actors.group import ActorFailure, ActorGroup, cause_line
+from rlvr.actors.weight_transport import WeightSyncError
 
 log = get_logger(__name__)
 
 PROBE_MESSAGES = [{"role": "user", "content": "Count from 1 to 5, then say the answer is 42."}]
 PROBE_TOKENS = 12
 TRANSPORTS = ("auto", "object_store", "nccl", "gloo")
-
-
-class WeightSyncError(RuntimeError):
-    pass
 
 
 def choose_transport(requested: str, learner: dict[str, Any], generators: list[dict[str, Any]]) -> str:
@@ -71,84 +73,6 @@ def choose_transport(requested: str, learner: dict[str, Any], generators: list[d
     return requested
 
 
-# ---- collective transports: process-local group cache + send/receive (run inside the actors) ----
-
-_GROUPS: dict[tuple[str, int], Any] = {}
-
-
-def join_group(*, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float,
-               startup_timeout_s: float, device: str) -> None:
-    """Create this process's member of the weight-sync group (rank 0: learner rank 0, which hosts the store) and
-    check it works with one tiny broadcast (NCCL forms its communicator lazily, at the first collective)."""
-    import torch
-    import torch.distributed as dist
-
-    from core.engine import bind_gloo_to
-    from rlvr.actors.group import whereami
-
-    key = (host, port)
-    if key in _GROUPS:
-        return
-    if backend == "gloo":
-        bind_gloo_to(whereami()["node_ip"])  # gloo binds the hostname's address otherwise (often loopback)
-    try:
-        store = dist.TCPStore(host, port, world_size, is_master=rank == 0,
-                              timeout=datetime.timedelta(seconds=startup_timeout_s))
-    except (RuntimeError, OSError) as err:
-        raise WeightSyncError(f"weight-sync group member {rank} of {world_size} could not reach {host}:{port} "
-                              f"within {startup_timeout_s:.0f}s ({type(err).__name__})") from err
-    timeout = datetime.timedelta(seconds=timeout_s)
-    if backend == "nccl":
-        pg = dist.ProcessGroupNCCL(store, rank, world_size, dist.ProcessGroupNCCL.Options())
-    elif backend == "gloo":
-        pg = dist.ProcessGroupGloo(store, rank, world_size, timeout)
-    else:
-        raise ValueError(f"unknown collective backend {backend!r}")
-    _GROUPS[key] = (pg, store)
-    _broadcast(pg, torch.zeros(1, device="cpu" if backend == "gloo" else device), startup_timeout_s)
-
-
-def _group(host: str, port: int):
-    try:
-        return _GROUPS[(host, port)][0]
-    except KeyError:
-        raise WeightSyncError(f"this process has not joined the weight-sync group at {host}:{port}") from None
-
-
-def _broadcast(pg, tensor, timeout_s: float) -> None:
-    import torch.distributed as dist
-
-    opts = dist.BroadcastOptions()
-    opts.rootRank = 0
-    opts.timeout = datetime.timedelta(seconds=timeout_s)
-    work = pg.broadcast([tensor], opts)
-    if not work.wait(datetime.timedelta(seconds=timeout_s)):
-        raise WeightSyncError(f"weight broadcast did not complete within {timeout_s:.0f}s")
-
-
-def send_broadcast(sd: dict[str, Any], *, device: str, host: str, port: int, backend: str, timeout_s: float,
-                   version: int = 0, **_) -> int:
-    pg = _group(host, port)
-    dev = "cpu" if backend == "gloo" else device
-    for tensor in sd.values():
-        _broadcast(pg, tensor.to(dev).contiguous(), timeout_s)
-    return version
-
-
-def receive_broadcast(spec: list[tuple[str, str, list[int]]], *, device: str, host: str, port: int, backend: str,
-                      timeout_s: float, **_) -> dict[str, Any]:
-    import torch
-
-    pg = _group(host, port)
-    dev = "cpu" if backend == "gloo" else device
-    out = {}
-    for name, dtype, shape in spec:
-        buf = torch.empty(shape, dtype=getattr(torch, dtype), device=dev)
-        _broadcast(pg, buf, timeout_s)
-        out[name] = buf
-    return out
-
-
 # ---- the interface the driver uses ----
 
 class WeightSync:
@@ -170,8 +94,6 @@ class WeightSync:
 
     def _get(self, refs, what: str, group, ranks: list[int] | None = None, timeout_s: float | None = None):
         """Bounded wait: a stall is a WeightSyncError, a dead actor an ActorFailure (rlvr.actors.group)."""
-        from rlvr.actors.group import ActorFailure
-
         timeout_s = timeout_s or self.timeout_s
         try:
             return group.get(refs, what, ranks=ranks, timeout_s=timeout_s)
@@ -184,8 +106,6 @@ class WeightSync:
     def _both(self, learner_refs: list, learner_ranks: list[int], gen_refs: list, what: str,
               timeout_s: float | None = None) -> None:
         """Wait for learner and generator calls together, every actor named."""
-        from rlvr.actors.group import ActorGroup
-
         both = ActorGroup([], [self.learners.names[r] for r in learner_ranks] + list(self.generators.names),
                           timeout_s=self.timeout_s,
                           infos=[self.learners.infos[r] for r in learner_ranks] + list(self.generators.infos))
@@ -193,8 +113,6 @@ class WeightSync:
 
     def connect(self) -> None:
         """Collective transports: form the weight-sync group now (learner rank 0 hosts it on its node)."""
-        import ray
-
         if self.transport == "object_store" or self._group_args is not None:
             return
         rank0 = self.learners.actors[0]
@@ -208,8 +126,6 @@ class WeightSync:
             self._both([rank0.join_weight_sync.remote(args)], [0], joins, f"forming the weight-sync group "
                        f"({self.transport}) at {host}:{port}", timeout_s=self.startup_timeout_s + 30)
         except ray.exceptions.RayTaskError as err:
-            from rlvr.actors.group import cause_line
-
             raise WeightSyncError(f"the weight-sync group ({self.transport}) did not form at {host}:{port}: "
                                   f"{getattr(err, 'actor_name', 'a member')}: {cause_line(err)}") from None
         self._group_args = args

@@ -20,8 +20,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig
+
 from core.logging import get_logger
 from core.tokens import stop_token_ids
+from rlvr.actors.node import whereami
+from rlvr.actors.weight_transport import join_group, receive_broadcast
 
 log = get_logger(__name__)
 
@@ -45,8 +50,6 @@ class Generator:
     def __init__(self, model: str, *, backend: str = "auto", max_model_len: int = 512, max_num_seqs: int = 64,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float = 0.4, seed: int = 0,
                  threads: int = 1, device: str = "auto"):
-        import torch
-
         torch.set_num_threads(threads)
         self.device = "cuda" if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) else "cpu"
         if backend == "auto":
@@ -65,16 +68,12 @@ class Generator:
             else:
                 kwargs.update(dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization)
             self.llm = LLM(**kwargs)
-            from transformers import GenerationConfig
-
             try:
                 gen_cfg = GenerationConfig.from_pretrained(model)
             except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
                 gen_cfg = None
             self.eos_ids = set(stop_token_ids(self.llm.get_tokenizer(), gen_cfg))
         elif backend == "hf":
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
             dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).train(False)
             tok = AutoTokenizer.from_pretrained(model)
@@ -88,8 +87,6 @@ class Generator:
     # ---- identity, for the driver ----
     def info(self) -> dict[str, Any]:
         """Who and where this generator is (pid, node address and id, the GPUs Ray gave it, backend)."""
-        from rlvr.actors.group import whereami
-
         return {**whereami(), "backend": self.backend, "device": self.device}
 
     # ---- generation ----
@@ -123,9 +120,6 @@ class Generator:
         return result
 
     def _generate_hf(self, prompts, seeds, max_new_tokens, temperature, top_p) -> list[Rollout]:
-        import torch
-        from transformers import DynamicCache
-
         dev = self.device
         B, L = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long)
@@ -172,8 +166,6 @@ class Generator:
     # ---- weights ----
     def load_weights(self, state_dict: dict[str, Any], version: int | None = None) -> int:
         """Replace the weights in place (names as in the HF model's state_dict). Returns the new version."""
-        import torch
-
         if self.backend == "vllm":
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
             self.llm.reset_prefix_cache()
@@ -188,16 +180,14 @@ class Generator:
         return self.weights_version
 
     def join_weight_sync(self, group_args: dict[str, Any]) -> None:
-        """Collective transport (rlvr.weight_sync): join the group learner rank 0 hosts, as `group_args["rank"]`."""
-        from rlvr.weight_sync import join_group
-
+        """Collective transport (rlvr.actors.weight_transport): join the group learner rank 0 hosts, as
+        `group_args["rank"]`."""
         join_group(device=self.device, **group_args)
 
     def receive_weights(self, spec: list[tuple[str, str, list[int]]], group_args: dict[str, Any],
                         version: int) -> int:
-        """Collective transport (rlvr.weight_sync): receive each tensor broadcast by learner rank 0, then load."""
-        from rlvr.weight_sync import receive_broadcast
-
+        """Collective transport (rlvr.actors.weight_transport): receive each tensor broadcast by learner rank 0,
+        then load."""
         sd = receive_broadcast(spec, device=self.device, **group_args)
         return self.load_weights(sd, version)
 
@@ -206,8 +196,6 @@ def kv_cache_bytes_for(model: str, max_num_seqs: int, max_model_len: int, dtype_
     """KV-cache bytes for `max_num_seqs` sequences of `max_model_len` tokens (at least 64 MiB). Too small a cache
     silently serialises generation: SmolLM2-135M needs ~46 KB per token in fp32, so 64 MiB holds ~1.4k tokens,
     fewer than 4 concurrent 350-token sequences."""
-    from transformers import AutoConfig
-
     c = AutoConfig.from_pretrained(model)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
@@ -216,8 +204,6 @@ def kv_cache_bytes_for(model: str, max_num_seqs: int, max_model_len: int, dtype_
 
 
 def _sample(logits, temperature: float, top_p: float, gen) -> int:
-    import torch
-
     if temperature == 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / temperature, -1)

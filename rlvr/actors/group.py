@@ -39,16 +39,6 @@ class StartupError(RuntimeError):
     """The actors could not be placed, or a group could not form, within resources.startup_timeout_s."""
 
 
-def whereami() -> dict[str, Any]:
-    """This process's pid, node address and id, and the GPU ids Ray assigned it (run inside an actor)."""
-    if not ray.is_initialized():
-        return {"pid": os.getpid(), "node_ip": "127.0.0.1", "node_id": None, "gpu_ids": []}
-    ctx = ray.get_runtime_context()
-    gpus = ctx.get_accelerator_ids().get("GPU", [])
-    return {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(),
-            "gpu_ids": [str(g) for g in gpus]}
-
-
 def _env(threads: int, extra: dict[str, str] | None = None) -> dict[str, Any]:
     env = {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0"}
     for key in ("DS_ACCELERATOR", "RLVR_CACHE", "HF_HOME", "TORCH_EXTENSIONS_DIR", "PYTHONPATH",

@@ -6,18 +6,21 @@ process and device, so a step needs no tensor traffic between role actors, and t
 same for all three. On a small model that is the cheapest layout; a separate reference/critic placement would be a
 change to this file only.
 
-A step, as the driver calls it:
-    prepare(samples)      no-grad pass: old log-probs, reference log-probs, values (stored on the rank);
-                          returns per-sample sequence KL for the driver's group advantages
-    update(advantages)    PPO: token rewards (verified reward, no-EOS penalty, -beta*KL) + GAE + whitening
-                          (statistics over all ranks); GRPO/RLOO: the driver's per-sample advantages.
-                          Then epochs x mini-batches of clipped policy (and value) updates.
-Loss normalisation: every micro-batch loss is sum(per-token) / (global tokens of its mini-batch / world size),
-backward without DeepSpeed's 1/accumulation scaling; DeepSpeed's gradient averaging over ranks completes the
-mean, so the gradient is the same however the batch is sharded or accumulated.
+A step, as the driver (rlvr.trainer) calls it:
+    prepare(samples)                  no-grad pass: per-token log-probs, reference log-probs and values of this
+                                      rank's samples, kept here and returned to the driver, which computes the
+                                      advantages of the whole batch (rlvr.algorithms.compute_advantages)
+    update(step, advantages, returns) epochs x mini-batches of clipped policy (and value) updates; the losses come
+                                      from the registries the config names (ppo.policy_loss, ppo.value_loss)
+Loss normalisation (core.losses): every micro-batch loss is sum(per-token) / (global tokens of its mini-batch /
+world size), backward without DeepSpeed's 1/accumulation scaling; DeepSpeed's gradient averaging over ranks
+completes the mean, so the gradient is the same however the batch is sharded or accumulated.
 
 Temperature: log-probs are always computed from logits / rollout.temperature (old, new and reference), the
 distribution the samples were drawn from.
+
+A plain class: `Learner(cfg, 0, 1, master_addr, port)` joins a one-rank gloo group and builds its engines without
+Ray (tests/rlvr/test_learner.py); rlvr.actors.group wraps it as a Ray actor, one per rank.
 """
 
 from __future__ import annotations
@@ -27,21 +30,25 @@ import random
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.finite import count_nonfinite, step_engine
+from core.checkpoint import safe_deepspeed_load
+from core.device import autocast_context, detect_device, set_threads
+from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_distributed
+from core.finite import count_nonfinite
 from core.logging import get_logger
+from core.losses import aggregate_loss, per_rank_units, train_micro_batches
+from rlvr.actors.node import whereami
+from rlvr.actors.weight_transport import join_group, send_broadcast
 from rlvr.algorithms import (
-    aggregate_loss,
-    compute_gae,
+    POLICY_LOSSES,
+    VALUE_LOSSES,
     entropy_from_logits,
     kl_estimate,
     logprobs_from_logits,
-    masked_mean,
-    ppo_policy_loss,
-    shape_token_rewards,
-    value_loss,
 )
 from rlvr.config import RLVRConfig
+from sft_dpo.reward_model import load_value_model as load_rm_value
 
 log = get_logger(__name__)
 
@@ -50,8 +57,6 @@ def load_value_model(cfg: RLVRConfig) -> torch.nn.Module:
     """The critic, input_ids -> per-token values [B, L]: `sft_dpo.reward_model.load_value_model` on the reward
     model folder (`value_model`: Tulu 3 / SmolTulu initialise the critic from the RM), or on the policy folder when
     none is given (then the scalar head starts fresh, drawn from the seeded torch RNG)."""
-    from sft_dpo.reward_model import load_value_model as load_rm_value
-
     return load_rm_value(cfg.value_model or cfg.model)
 
 
@@ -101,8 +106,6 @@ class Learner:
                  master_port: int | None = None):
         """Cheap: parses the config and picks the device. The group forms in `join`, the models load in `build`
         (both run here when `master_addr`/`master_port` are given: the no-Ray, world-size-1 use)."""
-        from core.device import detect_device, set_threads
-
         self.cfg = cfg = RLVRConfig.model_validate(cfg)
         self.rank, self.world_size = rank, world_size
         self.device = detect_device(cfg.engine.device, cfg.engine.num_threads)
@@ -110,32 +113,23 @@ class Learner:
         self.torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device.kind == "cuda" \
             else torch.device("cpu")
         self._data: dict[str, torch.Tensor] | None = None
-        self._samples: list[dict[str, Any]] = []
         if master_addr is not None and master_port is not None:
             self.join(master_addr, master_port)
             self.build()
 
     def info(self) -> dict[str, Any]:
         """Who and where this rank is (pid, node address and id, the GPUs Ray gave it)."""
-        from rlvr.actors.group import whereami
-
         return {**whereami(), "rank": self.rank, "device": self.device.kind}
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's address (as Ray knows it) and a TCP port free on it right now: where rank 0 hosts a
         group's TCPStore (the learners' group, the weight-sync group)."""
-        from core.engine import free_port
-        from rlvr.actors.group import whereami
-
         return whereami()["node_ip"], free_port("")
 
     def join(self, master_addr: str, master_port: int, rendezvous_timeout_s: float | None = None,
              timeout_s: float | None = None) -> None:
         """Form the learners' torch.distributed group at rank 0's `master_addr:master_port`; a rank that cannot
         reach it within `rendezvous_timeout_s` raises (core.engine.RendezvousError)."""
-        from core.engine import init_distributed
-        from rlvr.actors.group import whereami
-
         node_ip = whereami()["node_ip"]
         init_distributed(self.rank, self.world_size, master_addr=master_addr, master_port=master_port,
                          device=self.device, local_rank=0 if self.device.kind == "cuda" else None,
@@ -143,10 +137,6 @@ class Learner:
 
     def build(self) -> dict[str, Any]:
         """Load the policy, reference and critic into DeepSpeed engines (collective under ZeRO-3)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from core.engine import build_engine
-
         cfg, world_size = self.cfg, self.world_size
         torch.manual_seed(cfg.seed)  # a fresh value head: identical on every rank and every run
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
@@ -201,8 +191,6 @@ class Learner:
 
     def _autocast(self):
         """bf16 matmuls on a CPU that has them (engine.cpu_autocast); fp32 weights and log-softmax either way."""
-        from core.device import autocast_context
-
         return autocast_context(self.cfg.engine.cpu_autocast, self.device)
 
     def _logprobs(self, engine, batch, *, with_entropy: bool = False):
@@ -236,168 +224,124 @@ class Learner:
     # ---- step part 1 ----
     @torch.no_grad()
     def prepare(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """Old/reference log-probs and values for this rank's samples (kept for `update`).
-        Returns per-sample sequence KL (sum over tokens) and the learner-vs-generator log-prob gap."""
-        self._samples = samples
+        """The no-grad pass over this rank's samples: per-token log-probs (old policy), reference log-probs and
+        values, kept here for `update` and returned for the driver's compute_advantages (rlvr.algorithms).
+
+        Returns logprobs, ref_logprobs, mask and values (None without a critic), each [b, T] on CPU, 0 on padding
+        (T: this rank's longest response), and the learner-vs-generator log-prob gap per sample (a diagnostic)."""
         batch = self._to_device(build_batch(samples, self.pad_id))
-        n = len(samples)
         old_lp, ref_lp, values = [], [], []
         self.policy.train(False)
-        for rows in self._micro_batches(n):
+        if self.value is not None:
+            self.value.train(False)
+        for rows in self._micro_batches(len(samples)):
             mb = _slice(batch, rows)
             old_lp.append(self._logprobs(self.policy, mb)[0])
             if self.ref is not None:
                 ref_lp.append(self._logprobs(self.ref, mb)[0])
             if self.value is not None:
-                self.value.train(False)
                 values.append(self._values(mb))
         batch["old_logprobs"] = torch.cat(old_lp)
-        batch["ref_logprobs"] = torch.cat(ref_lp) if ref_lp else batch["old_logprobs"].clone()
+        batch["ref_logprobs"] = torch.cat(ref_lp) if ref_lp else batch["old_logprobs"].clone()  # kl_coef 0: KL 0
         if values:
             batch["old_values"] = torch.cat(values)
-        mask = batch["response_mask"]
-        kl = kl_estimate(batch["old_logprobs"], batch["ref_logprobs"], self.cfg.kl_estimator) * mask
-        batch["kl"] = kl
         self._data = batch
-        # diagnostic: generator logprobs (raw) vs learner's, meaningful at temperature 1
-        gap = []
+        gap = []  # generator log-probs (raw) vs the learner's: meaningful at temperature 1
         for i, s in enumerate(samples):
             m = len(s["response_ids"])
             if m and s.get("logprobs") is not None:
                 g = torch.tensor(s["logprobs"], dtype=torch.float32, device=self.torch_device)
                 gap.append((g - batch["old_logprobs"][i, :m]).abs().mean().item())
-        return {"seq_kl": kl.sum(1).tolist(), "logprob_gap": gap}
+        mask = batch["response_mask"]
+        return {"logprobs": (batch["old_logprobs"] * mask).cpu(), "ref_logprobs": (batch["ref_logprobs"] * mask).cpu(),
+                "mask": mask.cpu(), "values": (batch["old_values"] * mask).cpu() if values else None,
+                "logprob_gap": gap}
 
     # ---- step part 2 ----
-    def _all_reduce(self, values: list[float]) -> list[float]:
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=self.torch_device)
-        if self.world_size > 1:
-            dist.all_reduce(t)
-        return t.tolist()
-
-    def _ppo_advantages(self, scores: torch.Tensor, finished: torch.Tensor):
-        cfg, d = self.cfg, self._data
-        mask = d["response_mask"]
-        kl = d["kl"] if cfg.kl_in_reward else torch.zeros_like(d["kl"])
-        rewards, metrics = shape_token_rewards(scores, finished, kl, mask, verified_reward=cfg.rewards.verified_reward,
-                                               no_eos_penalty=cfg.rewards.no_eos_penalty, kl_coef=cfg.ppo.kl_coef)
-        adv, returns = compute_gae(rewards, d["old_values"], mask, gamma=cfg.ppo.gamma, lam=cfg.ppo.lam)
-        if cfg.ppo.whiten_advantages:  # statistics over every rank's tokens
-            s, s2, n = self._all_reduce([(adv * mask).sum().item(), (adv**2 * mask).sum().item(), mask.sum().item()])
-            mean = s / max(n, 1)
-            var = max(s2 / max(n, 1) - mean**2, 0.0)
-            adv = (adv - mean) / (var + 1e-8) ** 0.5 * mask
-        return adv, returns, metrics
-
-    def update(self, step: int, scores: list[float], finished: list[bool],
-               advantages: list[float] | None = None) -> dict[str, float]:
-        """PPO/GRPO update on the prepared samples. `advantages` (per sample) for GRPO/RLOO; None for PPO."""
+    def update(self, step: int, advantages: torch.Tensor, returns: torch.Tensor | None = None) -> dict[str, float]:
+        """PPO-style update on the prepared samples: `advantages` [b, T] from compute_advantages (the rows and
+        width `prepare` returned), `returns` [b, T] for the critic (PPO). Then epochs x mini-batches of clipped
+        policy (and value) updates."""
         cfg, d = self.cfg, self._data
         if d is None:
             raise RuntimeError("update() before prepare()")
-        dev = self.torch_device
         mask = d["response_mask"]
-        metrics: dict[str, float] = {}
-        if cfg.use_critic:
-            adv, returns, m = self._ppo_advantages(torch.tensor(scores, dtype=torch.float32, device=dev),
-                                                   torch.tensor(finished, dtype=torch.bool, device=dev))
-            metrics.update(m)
-            d["returns"] = returns
-        else:
-            if advantages is None or len(advantages) != mask.shape[0]:
-                raise ValueError(f"{cfg.algorithm} needs one advantage per sample on rank {self.rank}")
-            adv = torch.tensor(advantages, dtype=torch.float32, device=dev)[:, None] * mask
-        d["advantages"] = adv
+        if tuple(advantages.shape) != tuple(mask.shape):
+            raise ValueError(f"learner rank {self.rank}: advantages of shape {tuple(advantages.shape)} for a prepared "
+                             f"batch of shape {tuple(mask.shape)}")
+        d["advantages"] = advantages.to(self.torch_device, torch.float32) * mask
+        if self.value is not None:
+            if returns is None:
+                raise ValueError(f"learner rank {self.rank}: the critic needs returns (algorithm ppo)")
+            d["returns"] = returns.to(self.torch_device, torch.float32)
 
         n = mask.shape[0]
-        num_mb = cfg.ppo.num_mini_batches
-        mb_size = n // num_mb
+        mb_size = n // cfg.ppo.num_mini_batches
         sums: dict[str, float] = {}
         counts = 0
         for epoch in range(cfg.ppo.epochs):
             # a stateless, seeded shuffle: the same on resume, independent of any global RNG
             order = list(range(n))
             random.Random(f"minibatch/{cfg.seed}/{step}/{epoch}/{self.rank}").shuffle(order)
-            for k in range(num_mb):
-                rows = order[k * mb_size:(k + 1) * mb_size]
-                stats = self._train_mini_batch(_slice(d, rows))
+            for k in range(cfg.ppo.num_mini_batches):
+                stats = self._train_mini_batch(_slice(d, order[k * mb_size:(k + 1) * mb_size]))
                 for key, v in stats.items():
                     sums[key] = sums.get(key, 0.0) + v
                 counts += 1
-        metrics.update({k: v / counts for k, v in sums.items()})
+        metrics = {k: v / counts for k, v in sums.items()}
         metrics["lr"] = self.policy.get_lr()[0]
         if self.value is not None:
             metrics["value/lr"] = self.value.get_lr()[0]
-        metrics["advantages/mean"] = masked_mean(adv, mask).item()
-        metrics["kl/token_mean"] = masked_mean(d["kl"], mask).item()
         engines = [e for e in (self.policy, self.value) if e is not None]
         metrics["nonfinite/weights"] = float(sum(count_nonfinite(e.module) for e in engines))  # checked by the driver
         return metrics
 
     def _train_mini_batch(self, mb: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimiser step of the policy (and of the critic) on a mini-batch. Losses are normalised by the
+        mini-batch's token count over all ranks (core.losses)."""
         cfg = self.cfg
-        # tokens in this mini-batch over all ranks, divided by world size: DeepSpeed averages grads over ranks
-        global_tokens = self._all_reduce([mb["response_mask"].sum().item()])[0]
-        denom = max(global_tokens, 1.0) / self.world_size
-        stats: dict[str, float] = {}
-        policy_loss = 0.0
-        ent_sum = 0.0
-        extra: dict[str, float] = {}
-        self.policy.train()
-        n_micro = 0
-        norm = None
-        skip, skipped = cfg.on_nonfinite == "skip", 0  # skipped optimiser steps (core.finite)
-        for rows in self._micro_batches(mb["input_ids"].shape[0]):
-            micro = _slice(mb, rows)
+        global_tokens = all_reduce_sum(torch.tensor([mb["response_mask"].sum().item()], dtype=torch.float64,
+                                                    device=self.torch_device)).item()
+        num_tokens = per_rank_units(global_tokens, self.world_size)
+        policy_loss = POLICY_LOSSES[cfg.ppo.policy_loss]
+        kl_in_loss = not cfg.kl_in_reward and self.ref is not None and cfg.ppo.kl_coef > 0
+
+        def policy_step(micro):
             m = micro["response_mask"]
             lp, ent = self._logprobs(self.policy, micro, with_entropy=True)
-            loss, pm = ppo_policy_loss(lp, micro["old_logprobs"], micro["advantages"], m, clip_eps=cfg.ppo.clip_eps,
-                                       clip_eps_high=cfg.ppo.clip_eps_high, num_tokens=denom,
-                                       log_ratio_clip=cfg.ppo.log_ratio_clip)
-            if not cfg.kl_in_reward and self.ref is not None and cfg.ppo.kl_coef > 0:
+            loss, pm = policy_loss(lp, micro["old_logprobs"], micro["advantages"], m, clip_eps=cfg.ppo.clip_eps,
+                                   clip_eps_high=cfg.ppo.clip_eps_high, num_tokens=num_tokens,
+                                   log_ratio_clip=cfg.ppo.log_ratio_clip)
+            if kl_in_loss:
                 kl = kl_estimate(lp, micro["ref_logprobs"], cfg.kl_estimator)
-                loss = loss + cfg.ppo.kl_coef * aggregate_loss(kl, m, num_tokens=denom)
-            self.policy.backward(loss, scale_wrt_gas=False)
-            norm = _pre_step_grad_norm(self.policy, norm)
-            skipped += not step_engine(self.policy, skip_nonfinite=skip)
-            policy_loss += loss.item()
-            ent_sum += (ent * m).sum().item()
-            w = m.sum().item()
-            for key, v in pm.items():
-                extra[key] = extra.get(key, 0.0) + v * w
-            n_micro += 1
-        stats["policy/loss"] = policy_loss
-        stats["policy/grad_norm"] = _grad_norm(self.policy, norm)
-        stats["policy/skipped_fraction"] = float(skipped > 0)
-        tokens_here = mb["response_mask"].sum().item()
-        stats["policy/entropy"] = ent_sum / max(tokens_here, 1)
-        stats.update({k: v / max(tokens_here, 1) for k, v in extra.items()})
+                loss = loss + cfg.ppo.kl_coef * aggregate_loss(kl, m, num_units=num_tokens)
+            w = m.sum().item()  # token-weighted sums of the per-micro-batch means
+            return loss, {"policy/entropy": (ent * m).sum().item(), **{k: v * w for k, v in pm.items()}}
 
+        stats = self._fit(self.policy, "policy", mb, policy_step)
         if self.value is not None:
-            self.value.train()
-            v_loss = 0.0
-            vextra: dict[str, float] = {}
-            vnorm, vskipped = None, 0
-            for rows in self._micro_batches(mb["input_ids"].shape[0], "value"):
-                micro = _slice(mb, rows)
+            value_loss = VALUE_LOSSES[cfg.ppo.value_loss]
+
+            def value_step(micro):
                 m = micro["response_mask"]
-                values = self._values(micro)
-                loss, vm = value_loss(values, micro["old_values"], micro["returns"], m,
-                                      clip_eps=cfg.ppo.value_clip_eps, num_tokens=denom)
-                self.value.backward(loss, scale_wrt_gas=False)
-                vnorm = _pre_step_grad_norm(self.value, vnorm)
-                vskipped += not step_engine(self.value, skip_nonfinite=skip)
-                v_loss += loss.item()
+                loss, vm = value_loss(self._values(micro), micro["old_values"], micro["returns"], m,
+                                      clip_eps=cfg.ppo.value_clip_eps, num_tokens=num_tokens)
                 w = m.sum().item()
-                for key, v in vm.items():
-                    vextra[key] = vextra.get(key, 0.0) + v * w
-            stats["value/loss"] = v_loss
-            stats["value/grad_norm"] = _grad_norm(self.value, vnorm)
-            stats["value/skipped_fraction"] = float(vskipped > 0)
-            stats.update({k: v / max(tokens_here, 1) for k, v in vextra.items() if k != "value/loss"})
+                return loss, {k: v * w for k, v in vm.items() if k != "value/loss"}
+
+            stats.update(self._fit(self.value, "value", mb, value_step))
         return stats
+
+    def _fit(self, engine, role: str, mb: dict[str, torch.Tensor], loss_fn) -> dict[str, float]:
+        """The micro-batch loop of one engine (core.losses.train_micro_batches): `<role>/loss`, grad norm, skipped
+        steps, and loss_fn's token-weighted statistics as per-token means over the mini-batch on this rank."""
+        engine.train()
+        micro = (_slice(mb, rows) for rows in self._micro_batches(mb["input_ids"].shape[0], role))
+        out = train_micro_batches(engine, micro, loss_fn, skip_nonfinite=self.cfg.on_nonfinite == "skip")
+        tokens = max(mb["response_mask"].sum().item(), 1)
+        return {f"{role}/loss": out.loss,
+                f"{role}/grad_norm": float("nan") if out.grad_norm is None else out.grad_norm,
+                f"{role}/skipped_fraction": float(out.skipped), **{k: v / tokens for k, v in out.stats.items()}}
 
     # ---- weights out ----
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
@@ -405,7 +349,7 @@ class Learner:
         the parameters are gathered collectively first."""
         module = self.policy.module
         if self.cfg.engine.zero_stage == 3:
-            import deepspeed
+            import deepspeed  # lazy: only under ZeRO-3; the driver imports this module to wrap it in Ray
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 sd = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()} \
@@ -418,15 +362,11 @@ class Learner:
     def join_weight_sync(self, group_args: dict[str, Any]) -> None:
         """Collective transport: rank 0 hosts and joins the weight-sync group (rank 0 of it); other ranks do
         not take part."""
-        from rlvr.weight_sync import join_group
-
         if self.rank == 0:
             join_group(device=str(self.torch_device), rank=0, **group_args)
 
     def broadcast_weights(self, group_args: dict[str, Any]) -> int:
-        """Collective transport: rank 0 broadcasts each tensor to the generators (rlvr.weight_sync)."""
-        from rlvr.weight_sync import send_broadcast
-
+        """Collective transport: rank 0 broadcasts each tensor to the generators (rlvr.actors.weight_transport)."""
         sd = self.full_state_dict()
         if self.rank != 0:
             return 0
@@ -455,14 +395,10 @@ class Learner:
         sd = self.full_state_dict()
         if self.rank != 0:
             return
-        from transformers import AutoTokenizer
-
         self.policy.module.save_pretrained(out, state_dict=sd, safe_serialization=True)
         AutoTokenizer.from_pretrained(self.cfg.tokenizer or self.cfg.model).save_pretrained(out)
 
     def load(self, path: str) -> int:
-        from core.checkpoint import safe_deepspeed_load
-
         with safe_deepspeed_load():  # every torch.load weights_only=True: a pickle payload never runs
             _, client = self.policy.load_checkpoint(os.path.join(path, "policy"), tag="ds")
             if self.value is not None:
@@ -470,25 +406,4 @@ class Learner:
         return int(client["step"])
 
     def barrier(self) -> None:
-        import torch.distributed as dist
-
-        if self.world_size > 1:
-            dist.barrier()
-
-
-def _pre_step_grad_norm(engine, previous: float | None) -> float | None:
-    """Without ZeRO, DeepSpeed clips fp32 gradients but does not keep the norm: compute it at the accumulation
-    boundary (gradients already averaged over ranks), before the optimiser step. ZeRO engines report their own."""
-    if engine.zero_optimization() or not engine.is_gradient_accumulation_boundary():
-        return previous
-    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    if not grads:
-        return previous
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
-
-
-def _grad_norm(engine, computed: float | None) -> float:
-    norm = engine.get_global_grad_norm()
-    if norm is None:
-        return float("nan") if computed is None else computed
-    return float(norm.item() if hasattr(norm, "item") else norm)
+        barrier()

@@ -1,12 +1,55 @@
-"""Advantage estimators: GAE (PPO with a critic) and group-normalised advantages (GRPO, RLOO; no critic)."""
+"""Advantages, in one place: `compute_advantages(algorithm, batch, params)` is the only path from a scored rollout
+batch to the advantages (and, with a critic, the returns) that the learners train on.
+
+It does, for every algorithm: reward shaping (verified reward x score; the no-EOS penalty replaces the reward of a
+response cut off without a stop token; rlvr.algorithms.rewards), the per-token KL(policy || reference) and, where
+configured, the KL penalty in the reward; then the estimator the config names:
+    gae     PPO with a critic: token rewards (sequence reward on the last token, -beta*KL on every token), GAE,
+            and whitening over the whole batch (every rank's samples: the driver holds the full batch)
+    grpo    group-normalised sequence rewards (r - mean) / std over each prompt's samples (no critic)
+    rloo    leave-one-out baseline r_i - mean_{j != i} r_j (no critic)
+
+The batch is a dict of tensors, B sequences, T response tokens (right-padded):
+    scores [B] float (verifier scores in [0, 1]), finished [B] bool (ended with a stop token),
+    mask [B, T] (1 on real response tokens), logprobs [B, T] and ref_logprobs [B, T] (at the sampling temperature,
+    rlvr.actors.learner.Learner.prepare), values [B, T] (the critic's, gae only).
+Samples of one prompt are contiguous (group_size of them) for grpo/rloo.
+
+Each estimator in ADVANTAGE_ESTIMATORS takes (batch, params) and returns (advantages [B, T], returns [B, T] or None,
+metrics); verl's core_algos is the model (pure, registered by name, shapes in the docstring).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from rlvr.algorithms.kl import kl_estimate
+from rlvr.algorithms.logprobs import masked_mean, masked_whiten
+from rlvr.algorithms.rewards import sequence_rewards, shape_token_rewards
 
-def compute_gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float = 1.0,
-                lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class AdvantageParams:
+    """The knobs of compute_advantages (rlvr.config.RLVRConfig.advantage_params fills them from the config)."""
+
+    group_size: int = 1  # samples per prompt (grpo/rloo groups)
+    verified_reward: float = 10.0
+    no_eos_penalty: float | None = -10.0
+    kl_coef: float = 0.05
+    kl_in_reward: bool = True  # gae: -beta*KL per token; grpo/rloo: -beta*sum KL on the sequence reward
+    kl_estimator: str = "k1"
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten: bool = True  # gae only
+    std_normalize: bool = True  # grpo only (False: Dr. GRPO)
+
+
+def compute_gae(token_rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float = 1.0,
+                lam: float = 0.95) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation over right-padded responses.
 
     token_rewards, values, mask: [B, T] -> (advantages [B, T], returns [B, T]), both 0 on padding.
@@ -31,12 +74,12 @@ def compute_gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.T
     return advantages, returns
 
 
-def group_advantages(seq_rewards: torch.Tensor, group_size: int, *, estimator: str = "grpo",
-                     std_normalize: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def group_advantages(seq_rewards: Tensor, group_size: int, *, estimator: str = "grpo",
+                     std_normalize: bool = True, eps: float = 1e-6) -> Tensor:
     """Group-relative advantages. seq_rewards [B] with B = prompts * group_size, each prompt's samples contiguous.
 
     grpo: (r - mean_group) / (std_group + eps) (unbiased std; `std_normalize=False` keeps r - mean, as Dr. GRPO).
-    rloo: r_i - mean_{j != i} r_j, the leave-one-out baseline (never divided by std)."""
+    rloo: r_i - mean_{j != i} r_j, the leave-one-out baseline (never divided by std). Returns [B]."""
     if group_size < 1 or seq_rewards.numel() % group_size:
         raise ValueError(f"{seq_rewards.numel()} rewards do not split into groups of {group_size}")
     r = seq_rewards.float().view(-1, group_size)
@@ -54,8 +97,69 @@ def group_advantages(seq_rewards: torch.Tensor, group_size: int, *, estimator: s
     return adv.view(-1)
 
 
+def _shaping(batch: dict[str, Tensor], params: AdvantageParams) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """The shaped sequence reward [B] and the per-token KL [B, T] (0 on padding), with their metrics."""
+    mask = batch["mask"].float()
+    seq = sequence_rewards(batch["scores"], batch["finished"], verified_reward=params.verified_reward,
+                           no_eos_penalty=params.no_eos_penalty)
+    kl = kl_estimate(batch["logprobs"], batch["ref_logprobs"], params.kl_estimator) * mask
+    metrics = {
+        "reward/shaped_mean": seq.mean().item(),
+        "reward/no_eos_fraction": (~batch["finished"].bool()).float().mean().item(),
+        "kl/sequence_mean": kl.sum(1).mean().item(),
+        "kl/token_mean": masked_mean(kl, mask).item(),
+    }
+    return seq, kl, metrics
+
+
+def gae_advantages(batch: dict[str, Tensor], params: AdvantageParams
+                   ) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """PPO: token rewards + GAE on the critic's values, whitened over the batch. -> ([B, T], [B, T], metrics)."""
+    if "values" not in batch:
+        raise ValueError("the gae estimator needs the critic's values (batch['values']); algorithm ppo has them")
+    mask = batch["mask"].float()
+    _, kl, metrics = _shaping(batch, params)
+    kl_for_reward = kl if params.kl_in_reward else torch.zeros_like(kl)
+    rewards, shaped = shape_token_rewards(batch["scores"], batch["finished"], kl_for_reward, mask,
+                                          verified_reward=params.verified_reward,
+                                          no_eos_penalty=params.no_eos_penalty, kl_coef=params.kl_coef)
+    advantages, returns = compute_gae(rewards, batch["values"].float(), mask, gamma=params.gamma, lam=params.lam)
+    if params.whiten:
+        advantages = masked_whiten(advantages, mask)
+    shaped.pop("kl/sequence_mean")  # of the KL in the reward (0 when it is in the loss); _shaping's is the KL
+    return advantages, returns, {**shaped, **metrics}
+
+
+def _group_estimator(name: str):
+    def estimate(batch: dict[str, Tensor], params: AdvantageParams) -> tuple[Tensor, None, dict[str, float]]:
+        """Group baseline on the shaped sequence reward (minus beta * sequence KL when the KL is in the reward),
+        broadcast to every response token. -> (advantages [B, T], None, metrics)."""
+        seq, kl, metrics = _shaping(batch, params)
+        if params.kl_in_reward:
+            seq = seq - params.kl_coef * kl.sum(1)
+        adv = group_advantages(seq, params.group_size, estimator=name, std_normalize=params.std_normalize)
+        return adv[:, None] * batch["mask"].float(), None, metrics
+
+    estimate.__name__ = f"{name}_advantages"
+    return estimate
+
+
 ADVANTAGE_ESTIMATORS = {
-    "gae": compute_gae,
-    "grpo": lambda r, g, **kw: group_advantages(r, g, estimator="grpo", **kw),
-    "rloo": lambda r, g, **kw: group_advantages(r, g, estimator="rloo", **kw),
+    "gae": gae_advantages,
+    "grpo": _group_estimator("grpo"),
+    "rloo": _group_estimator("rloo"),
 }
+
+
+def compute_advantages(algorithm: str, batch: dict[str, Tensor], params: AdvantageParams
+                       ) -> tuple[Tensor, Tensor | None, dict[str, float]]:
+    """(advantages [B, T], returns [B, T] or None without a critic, metrics) by the estimator named `algorithm`
+    (a key of ADVANTAGE_ESTIMATORS; see the module docstring for the batch)."""
+    try:
+        estimator = ADVANTAGE_ESTIMATORS[algorithm]
+    except KeyError:
+        raise ValueError(f"unknown advantage estimator {algorithm!r}; known: {', '.join(ADVANTAGE_ESTIMATORS)}") \
+            from None
+    advantages, returns, metrics = estimator(batch, params)
+    metrics["advantages/mean"] = masked_mean(advantages, batch["mask"].float()).item()
+    return advantages, returns, metrics

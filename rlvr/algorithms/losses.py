@@ -1,25 +1,19 @@
-"""PPO losses and the one loss-reduction function.
+"""PPO losses, registered by name (the config's ppo.policy_loss / ppo.value_loss pick them; the learner looks them
+up here). Each takes per-token tensors [B, T] and returns (loss scalar, metrics).
 
-Every loss is per-token, reduced by `aggregate_loss`: sum over masked tokens divided by `num_tokens`. Passing the
-token count of the whole mini-batch (all micro-batches, all ranks) makes the gradient the same however the
-mini-batch is split into micro-batches or shards (STYLE.md #3) — the LR/BS-ratio experiments depend on it.
-With DeepSpeed (which averages gradients over ranks and divides by accumulation steps) pass
-num_tokens = global_tokens / (world_size * accumulation_steps) per micro-batch.
+Every loss is per-token, reduced by core.losses.aggregate_loss, the one loss-reduction function of every trainer:
+sum over masked tokens divided by `num_tokens`. Passing the token count of the whole mini-batch (all
+micro-batches, all ranks) divided by the world size, and backpropagating with DeepSpeed's accumulation scaling off,
+makes the gradient the same however the mini-batch is split into micro-batches or shards (STYLE.md #3) — the
+LR/BS-ratio experiments depend on it.
 """
 
 from __future__ import annotations
 
 import torch
 
+from core.losses import aggregate_loss
 from rlvr.algorithms.logprobs import masked_mean
-
-
-def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, *, num_tokens: float | torch.Tensor | None = None
-                   ) -> torch.Tensor:
-    """sum(per_token * mask) / num_tokens (default: this batch's own token count). [B, T] -> scalar."""
-    mask = mask.to(per_token.dtype)
-    denom = mask.sum() if num_tokens is None else torch.as_tensor(num_tokens, dtype=per_token.dtype)
-    return (per_token * mask).sum() / denom.clamp(min=1)
 
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
@@ -39,7 +33,7 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
     per_token = torch.maximum(unclipped, clipped)
-    loss = aggregate_loss(per_token, mask, num_tokens=num_tokens)
+    loss = aggregate_loss(per_token, mask, num_units=num_tokens)
     with torch.no_grad():
         metrics = {
             "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
@@ -58,7 +52,7 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     unclipped = (values - returns) ** 2
     clipped = (clipped_values - returns) ** 2
     per_token = 0.5 * torch.maximum(unclipped, clipped)
-    loss = aggregate_loss(per_token, mask, num_tokens=num_tokens)
+    loss = aggregate_loss(per_token, mask, num_units=num_tokens)
     with torch.no_grad():
         metrics = {
             "value/clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),

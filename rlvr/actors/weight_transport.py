@@ -1,0 +1,91 @@
+"""The collective weight-sync transports, as they run inside the actors (no Ray here): learner rank 0 and every
+generator join one process group of their own (its own TCPStore at rank 0's node, never the learners' group);
+rank 0 broadcasts the policy's tensors one by one and each generator receives them into buffers of the spec's
+shapes. `nccl` moves them GPU to GPU; `gloo` over TCP through CPU memory (any layout, any node).
+
+The driver side (placing the calls, choosing the transport, the object-store path, the check after a sync) is
+rlvr.weight_sync. Every wait here is bounded: a group that does not form within `startup_timeout_s`, or a
+broadcast that does not complete within `timeout_s`, is a WeightSyncError, never a hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from core.engine import bind_gloo_to
+from rlvr.actors.node import whereami
+
+
+class WeightSyncError(RuntimeError):
+    """A weight sync failed: a group did not form, a broadcast stalled, or a generator disagrees after a sync."""
+
+
+# process-local: (host, port) of a weight-sync group -> (process group, its store)
+_GROUPS: dict[tuple[str, int], Any] = {}
+
+
+def join_group(*, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float,
+               startup_timeout_s: float, device: str) -> None:
+    """Create this process's member of the weight-sync group (rank 0: learner rank 0, which hosts the store) and
+    check it works with one tiny broadcast (NCCL forms its communicator lazily, at the first collective)."""
+    key = (host, port)
+    if key in _GROUPS:
+        return
+    if backend == "gloo":
+        bind_gloo_to(whereami()["node_ip"])  # gloo binds the hostname's address otherwise (often loopback)
+    try:
+        store = dist.TCPStore(host, port, world_size, is_master=rank == 0,
+                              timeout=datetime.timedelta(seconds=startup_timeout_s))
+    except (RuntimeError, OSError) as err:
+        raise WeightSyncError(f"weight-sync group member {rank} of {world_size} could not reach {host}:{port} "
+                              f"within {startup_timeout_s:.0f}s ({type(err).__name__})") from err
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if backend == "nccl":
+        pg = dist.ProcessGroupNCCL(store, rank, world_size, dist.ProcessGroupNCCL.Options())
+    elif backend == "gloo":
+        pg = dist.ProcessGroupGloo(store, rank, world_size, timeout)
+    else:
+        raise ValueError(f"unknown collective backend {backend!r}")
+    _GROUPS[key] = (pg, store)
+    _broadcast(pg, torch.zeros(1, device="cpu" if backend == "gloo" else device), startup_timeout_s)
+
+
+def _group(host: str, port: int):
+    try:
+        return _GROUPS[(host, port)][0]
+    except KeyError:
+        raise WeightSyncError(f"this process has not joined the weight-sync group at {host}:{port}") from None
+
+
+def _broadcast(pg, tensor, timeout_s: float) -> None:
+    opts = dist.BroadcastOptions()
+    opts.rootRank = 0
+    opts.timeout = datetime.timedelta(seconds=timeout_s)
+    work = pg.broadcast([tensor], opts)
+    if not work.wait(datetime.timedelta(seconds=timeout_s)):
+        raise WeightSyncError(f"weight broadcast did not complete within {timeout_s:.0f}s")
+
+
+def send_broadcast(sd: dict[str, Any], *, device: str, host: str, port: int, backend: str, timeout_s: float,
+                   version: int = 0, **_) -> int:
+    pg = _group(host, port)
+    dev = "cpu" if backend == "gloo" else device
+    for tensor in sd.values():
+        _broadcast(pg, tensor.to(dev).contiguous(), timeout_s)
+    return version
+
+
+def receive_broadcast(spec: list[tuple[str, str, list[int]]], *, device: str, host: str, port: int, backend: str,
+                      timeout_s: float, **_) -> dict[str, Any]:
+    pg = _group(host, port)
+    dev = "cpu" if backend == "gloo" else device
+    out = {}
+    for name, dtype, shape in spec:
+        buf = torch.empty(shape, dtype=getattr(torch, dtype), device=dev)
+        _broadcast(pg, buf, timeout_s)
+        out[name] = buf
+    return out

@@ -1,0 +1,188 @@
+"""The learner without Ray: a plain `Learner` at world size 1 on gloo. One PPO and one GRPO step on the tiny model,
+each compared with the same step done by hand from the pure functions (rlvr.algorithms) on the same batch, in one
+piece (no micro-batches): the log-probs and values `prepare` returns, the loss, the gradient norm, and the weights
+after the optimiser step (AdamW after clipping to optim.max_grad_norm, as DeepSpeed does)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rlvr_core_helpers import REPO
+from transformers import AutoModelForCausalLM
+
+from core.config import config_to_dict, load_config
+from core.engine import free_port
+from rlvr.actors.learner import Learner
+from rlvr.algorithms import (
+    compute_advantages,
+    compute_gae,
+    group_advantages,
+    kl_estimate,
+    masked_whiten,
+    ppo_policy_loss,
+    sequence_rewards,
+    shape_token_rewards,
+    value_loss,
+)
+from rlvr.config import RLVRConfig
+from sft_dpo.reward_model import load_value_model
+
+TEMPERATURE = 0.7
+PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]]
+RESPONSES = [[20, 21, 22], [23, 24, 25, 26, 27], [28], [29, 30]]
+SCORES = torch.tensor([1.0, 0.0, 0.5, 1.0])
+FINISHED = torch.tensor([True, True, False, True])
+
+
+def _config(tiny_model_dir, tmp_path, name: str, *extra: str) -> RLVRConfig:
+    # 4 samples, one mini-batch of 2 micro-batches of 2: the learner accumulates, the reference does not;
+    # clipping at 0.5 is active (the by-hand step clips as DeepSpeed does)
+    return load_config(RLVRConfig, REPO / "configs" / "rlvr" / name, [
+        f"model={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", "rollout.prompts_per_step=2",
+        "rollout.samples_per_prompt=2", f"rollout.temperature={TEMPERATURE}", "ppo.num_mini_batches=1",
+        "optim.per_device_batch_size=2", "optim.lr=1e-2", "optim.eps=1.0", "optim.max_grad_norm=0.5", *extra])
+
+
+def _samples(vocab: int) -> list[dict]:
+    return [{"prompt_ids": [t % vocab for t in p], "response_ids": [t % vocab for t in r], "logprobs": None}
+            for p, r in zip(PROMPTS, RESPONSES)]
+
+
+def _padded(rows: list[torch.Tensor]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.stack([torch.nn.functional.pad(r, (0, width - len(r))) for r in rows])
+
+
+def _response_logprobs(model, samples) -> torch.Tensor:
+    """[B, T] log-probs of each response token at the sampling temperature, one sequence at a time."""
+    rows = []
+    for s in samples:
+        ids = torch.tensor([s["prompt_ids"] + s["response_ids"]])
+        logits = model(input_ids=ids).logits[0, len(s["prompt_ids"]) - 1:-1].float() / TEMPERATURE
+        rows.append(torch.log_softmax(logits, -1).gather(-1, torch.tensor(s["response_ids"])[:, None])[:, 0])
+    return _padded(rows)
+
+
+def _response_values(value_model, samples) -> torch.Tensor:
+    rows = []
+    for s in samples:
+        ids = torch.tensor([s["prompt_ids"] + s["response_ids"]])
+        rows.append(value_model(ids)[0, len(s["prompt_ids"]) - 1:-1].float())
+    return _padded(rows)
+
+
+def _adamw_step(model, loss, optim) -> float:
+    """Backward, the gradient norm, clipping as DeepSpeed does (max_norm / (norm + 1e-6)), one AdamW step with the
+    learner's parameter groups (core.engine.build_engine). Returns the pre-clipping norm."""
+    loss.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
+                                                       if p.grad is not None])))
+    coef = optim.max_grad_norm / (norm + 1e-6)
+    if coef < 1:
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(coef)
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": optim.weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=optim.lr, betas=optim.betas, eps=optim.eps)
+    opt.step()
+    return norm
+
+
+def _assert_same_weights(trained: torch.nn.Module, by_hand: torch.nn.Module, before: dict[str, torch.Tensor]):
+    """The same update. AdamW's first step moves a weight by lr * g / (|g| + eps); with eps = 1 (the config above)
+    that is close to lr * g, so the weights compare the gradients themselves, element by element."""
+    moved = 0.0
+    for (name, a), (_, b) in zip(trained.named_parameters(), by_hand.named_parameters()):
+        torch.testing.assert_close(a.detach() - before[name], b.detach() - before[name], atol=1e-8, rtol=1e-3,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+        moved += float((a.detach() - before[name]).abs().sum())
+    assert moved > 0
+
+
+@pytest.fixture
+def learner_factory(tiny_model_dir, tmp_path):
+    def make(name: str, *extra: str) -> tuple[Learner, RLVRConfig]:
+        cfg = _config(tiny_model_dir, tmp_path, name, *extra)
+        return Learner(config_to_dict(cfg), 0, 1, "127.0.0.1", free_port()), cfg
+
+    return make
+
+
+def test_ppo_update_matches_the_pure_functions_by_hand(learner_factory, tiny_model_dir):
+    learner, cfg = learner_factory("tiny_ppo.yaml")
+    assert cfg.advantage_estimator == "gae" and cfg.kl_in_reward
+    samples = _samples(learner.policy.module.config.vocab_size)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    critic = load_value_model(str(tiny_model_dir))
+    critic.load_state_dict(learner.value.module.state_dict())  # the learner's fresh, seeded value head
+    before = {k: v.detach().clone() for k, v in learner.policy.module.named_parameters()}
+    critic_before = {k: v.detach().clone() for k, v in learner.value.module.named_parameters()}
+
+    prep = learner.prepare(samples)
+    old_lp, values = _response_logprobs(policy, samples).detach(), _response_values(critic, samples).detach()
+    mask = _padded([torch.ones(len(r)) for r in RESPONSES])
+    torch.testing.assert_close(prep["mask"], mask)
+    torch.testing.assert_close(prep["logprobs"], old_lp * mask, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prep["ref_logprobs"], old_lp * mask, atol=1e-5, rtol=1e-5)  # reference = start
+    torch.testing.assert_close(prep["values"], values * mask, atol=1e-5, rtol=1e-5)
+
+    # advantages: token rewards (score x 10, -10 when cut off, -beta * k1 KL per token) -> GAE -> whitening
+    batch = {**{k: prep[k] for k in ("mask", "logprobs", "ref_logprobs", "values")}, "scores": SCORES,
+             "finished": FINISHED}
+    adv, returns, metrics = compute_advantages(cfg.advantage_estimator, batch, cfg.advantage_params())
+    kl = kl_estimate(old_lp, old_lp, "k1") * mask
+    rewards, _ = shape_token_rewards(SCORES, FINISHED, kl, mask, kl_coef=cfg.ppo.kl_coef)
+    want_adv, want_ret = compute_gae(rewards, values, mask, gamma=cfg.ppo.gamma, lam=cfg.ppo.lam)
+    torch.testing.assert_close(adv, masked_whiten(want_adv, mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(returns, want_ret, atol=1e-5, rtol=1e-5)
+    assert metrics["reward/shaped_mean"] == pytest.approx(sequence_rewards(SCORES, FINISHED).mean().item())
+
+    out = learner.update(1, adv, returns)
+
+    # the policy: the clipped surrogate over the whole batch, normalised by its token count
+    loss, _ = ppo_policy_loss(_response_logprobs(policy, samples), old_lp, adv, mask, clip_eps=cfg.ppo.clip_eps,
+                              num_tokens=mask.sum())
+    norm = _adamw_step(policy, loss, cfg.optim)
+    assert out["policy/loss"] == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
+    assert out["policy/grad_norm"] == pytest.approx(norm, rel=1e-4) and norm > cfg.optim.max_grad_norm  # clipped
+    _assert_same_weights(learner.policy.module, policy, before)
+    # the critic: clipped value loss against the GAE returns
+    vloss, _ = value_loss(_response_values(critic, samples), values, returns, mask, clip_eps=cfg.ppo.value_clip_eps,
+                          num_tokens=mask.sum())
+    vnorm = _adamw_step(critic, vloss, cfg.optim)
+    assert out["value/loss"] == pytest.approx(vloss.item(), rel=1e-4)
+    assert out["value/grad_norm"] == pytest.approx(vnorm, rel=1e-4) and vnorm > cfg.optim.max_grad_norm
+    _assert_same_weights(learner.value.module, critic, critic_before)
+
+
+def test_grpo_update_matches_the_pure_functions_by_hand(learner_factory, tiny_model_dir):
+    learner, cfg = learner_factory("tiny_grpo.yaml", "ppo.kl_coef=0.5")
+    assert cfg.advantage_estimator == "grpo" and not cfg.kl_in_reward and learner.value is None
+    samples = _samples(learner.policy.module.config.vocab_size)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).requires_grad_(False)
+    before = {k: v.detach().clone() for k, v in learner.policy.module.named_parameters()}
+
+    prep = learner.prepare(samples)
+    assert prep["values"] is None
+    mask = prep["mask"]
+    batch = {**{k: prep[k] for k in ("mask", "logprobs", "ref_logprobs")}, "scores": SCORES, "finished": FINISHED}
+    adv, returns, _ = compute_advantages("grpo", batch, cfg.advantage_params())
+    assert returns is None
+    seq = group_advantages(sequence_rewards(SCORES, FINISHED), 2)  # groups: samples (0, 1) and (2, 3)
+    torch.testing.assert_close(adv, seq[:, None] * mask)
+
+    out = learner.update(1, adv)
+
+    # the clipped surrogate plus beta * k3 KL to the reference in the loss (the GRPO paper's form)
+    lp = _response_logprobs(policy, samples)
+    old_lp = lp.detach()
+    loss, _ = ppo_policy_loss(lp, old_lp, adv, mask, clip_eps=cfg.ppo.clip_eps, num_tokens=mask.sum())
+    kl = kl_estimate(lp, _response_logprobs(reference, samples), "k3")
+    loss = loss + cfg.ppo.kl_coef * (kl * mask).sum() / mask.sum()
+    norm = _adamw_step(policy, loss, cfg.optim)
+    assert out["policy/loss"] == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
+    assert out["policy/grad_norm"] == pytest.approx(norm, rel=1e-4)
+    _assert_same_weights(learner.policy.module, policy, before)
