@@ -110,9 +110,10 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
     the interface that holds it (by default gloo binds whatever the hostname resolves to, often 127.0.0.1, which a
     rank on another node cannot reach)."""
     os.environ.setdefault("DS_ACCELERATOR", device.kind)
-    import deepspeed
+    import deepspeed  # lazy: see the module docstring
     import torch.distributed as dist
 
+    _forget_destroyed_groups()
     if dist.is_available() and dist.is_initialized():
         # Someone made the group already (a launcher, or vLLM's in-process engine, which builds a 1-rank group
         # without exporting the variables DeepSpeed asserts on): adopt it and fill in what it left unset.
@@ -145,6 +146,18 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
     ops = datetime.timedelta(seconds=timeout_s) if timeout_s else datetime.timedelta(minutes=30)
     dist.init_process_group(device.dist_backend, store=store, rank=rank, world_size=world_size, timeout=ops)
     deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)  # adopts the group
+
+
+def _forget_destroyed_groups() -> None:
+    """DeepSpeed keeps a clone of the world group in a module global and reuses it for every later engine. When the
+    default group it was cloned from is destroyed (vLLM's in-process engine destroys the group it made when the
+    engine is freed), the next engine in this process would broadcast over a dead group ("Group ... is not
+    registered"): forget the clone once torch no longer knows it, so DeepSpeed clones the live group again."""
+    from deepspeed.utils import groups  # lazy: see the module docstring
+    from torch.distributed import distributed_c10d
+
+    if groups._WORLD_GROUP is not None and groups._WORLD_GROUP not in distributed_c10d._world.pg_map:
+        groups._WORLD_GROUP = None
 
 
 def barrier() -> None:

@@ -1,4 +1,11 @@
-"""Where a response ends: one rule for every generation backend and every stage.
+"""How prompts become tokens and where a response ends: one rule each, for every backend and every stage.
+
+Prompts: `chat_ids(tokenizer, messages)` is the one chat tokeniser (RL prompts when they are loaded, evaluation
+conversations, the weight-sync probe, SFT/DPO conversations): the chat template renders the text and carries every
+special token the model expects, so the tokenizer adds none; a tokenizer without a template gets a plain
+"User: ... Assistant:" layout with its default special tokens (a BOS where it adds one).
+
+Where a response ends:
 
 A chat model ends its turn with the chat template's end-of-turn token (`<|im_end|>` in ChatML, `<|eot_id|>` in
 Llama 3), which is often *not* `tokenizer.eos_token` (SmolLM2's base tokenizer has `<|endoftext|>` as EOS). A
@@ -17,6 +24,20 @@ from __future__ import annotations
 from typing import Any
 
 _PROBE = "rlvr-end-of-turn-probe"
+
+
+def chat_ids(tokenizer, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
+             chat_template: str | None = None) -> list[int]:
+    """Token ids of `messages` as the model sees them: rendered with the chat template (`chat_template` overrides
+    the tokenizer's), ending with the assistant's turn opening when `add_generation_prompt`."""
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if template:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             chat_template=template)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    text = "\n\n".join(turns) + ("\n\nAssistant:" if add_generation_prompt else "")
+    return list(tokenizer(text)["input_ids"])
 
 
 def end_of_turn_token_id(tokenizer) -> int | None:

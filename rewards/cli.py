@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewards.jsonl import JsonlError, scan_jsonl
+
 CHUNK = 256
 # verifier name -> "module:object" with optional hook methods (see module docstring)
 HOOKS: dict[str, str] = {"ifeval": "rewards.ifeval.cli:HOOK"}
@@ -106,28 +108,14 @@ def add_cli_arguments(parser) -> None:
 
 
 def read_rows(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
-    """Parse the jsonl file: rows, and (line number, problem) for lines that are not JSON objects. A line that is
-    not UTF-8 raises InputError naming file and line (the file is in another encoding: nothing useful to skip)."""
-    rows, malformed = [], []
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(f"{path}:{n}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1});"
-                                 " convert the file to UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                malformed.append((n, f"bad JSON ({err.msg} at column {err.colno})"))
-                continue
-            if not isinstance(record, dict):
-                malformed.append((n, f"not a JSON object but {type(record).__name__}"))
-                continue
-            rows.append(Row(line=n, record=record))
-    return rows, malformed
+    """Parse the jsonl file (rewards.jsonl, collect mode): rows, and (line number, problem) for lines that are not
+    JSON objects. A line that is not UTF-8 raises InputError naming file and line (the file is in another encoding:
+    nothing useful to skip)."""
+    try:
+        records, bad = scan_jsonl(path, strict=False)
+    except JsonlError as err:
+        raise InputError(f"{err}; convert the file to UTF-8") from None
+    return [Row(line=n, record=record) for n, record in records], [(b.line, b.detail) for b in bad]
 
 
 def check_fields_exist(args, rows: list[Row], path: Path) -> None:

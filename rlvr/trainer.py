@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ray.util.placement_group import remove_placement_group
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 from core.checkpoint import (
     CheckpointError,
@@ -43,17 +46,24 @@ from core.finite import nonfinite_metrics
 from core.logging import get_logger
 from core.metrics import MetricsLogger, mean_ci95, prepare_metrics_file
 from core.plots import plot_curves
+from core.preflight import checkpoint_bytes, parameter_count
 from core.run import TrainResult
+from core.tokens import chat_ids
+from rewards.bounded import BoundedPool
+from rewards.scoring import check_error_budget, resolve_verifiers, score_batch, warm_up_worker
 from rlvr.actors.group import (
     ActorFailure,
     GeneratorGroup,
     LearnerGroup,
+    cause_line,
     check_shared_folder,
     colocated_placement_group,
     confirm_checkpoint_parts,
 )
 from rlvr.algorithms import compute_advantages
 from rlvr.config import RLVRConfig
+from rlvr.data.prompts import PromptDataError, load_prompts, without_held_out
+from rlvr.data.sampler import PromptSampler
 from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
 
 log = get_logger(__name__)
@@ -88,12 +98,6 @@ def _chunks(items: list, n: int) -> list[list]:
 
 class RLVRTrainer:
     def __init__(self, cfg: RLVRConfig):
-        from transformers import AutoTokenizer
-
-        from rewards.bounded import BoundedPool
-        from rewards.scoring import resolve_verifiers, warm_up_worker
-        from rlvr.data.prompts import PromptDataError, PromptSampler, load_prompts, without_held_out
-
         self.cfg = cfg
         self.out = Path(cfg.output_dir).resolve()  # actors on other nodes get absolute paths
         self.out.mkdir(parents=True, exist_ok=True)
@@ -118,19 +122,12 @@ class RLVRTrainer:
         self.pool = BoundedPool(cfg.rewards.num_workers, cfg.rewards.timeout_s, initializer=warm_up_worker,
                                 memory_limit_mb=4096, max_tasks_per_worker=10_000)
         self.ckpt = CheckpointManager(self.out / "checkpoints", keep_last=cfg.checkpoints.keep_last)
-        self._prompt_cache: dict[str, list[int]] = {}
         self.learners: LearnerGroup | None = None
         self.generators: GeneratorGroup | None = None
         self._placement_group = None
         self.step = 0
 
     # ---- set-up ----
-    def prompt_ids(self, row) -> list[int]:
-        if row.id not in self._prompt_cache:
-            text = self.tokenizer.apply_chat_template(row.messages, tokenize=False, add_generation_prompt=True)
-            self._prompt_cache[row.id] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._prompt_cache[row.id]
-
     def start_actors(self) -> None:
         """Place the learner ranks and the generators, form their groups, pick the weight-sync transport. Each
         stage is bounded by resources.startup_timeout_s (loading models by call_timeout_s); actors.json records
@@ -156,9 +153,7 @@ class RLVRTrainer:
         actors = {"learners": self.learners.infos, "generators": self.generators.infos, "weight_sync": transport,
                   "rendezvous": f"{self.learners.master_addr}:{self.learners.master_port}"}
         (self.out / "actors.json").write_text(json.dumps(actors, indent=1))
-        probe = self.tokenizer(self.tokenizer.apply_chat_template(PROBE_MESSAGES, tokenize=False,
-                                                                  add_generation_prompt=True),
-                               add_special_tokens=False)["input_ids"]
+        probe = chat_ids(self.tokenizer, PROBE_MESSAGES)
         self.sync = WeightSync(self.learners, self.generators, transport=transport,
                                timeout_s=cfg.weight_sync.timeout_s, tolerance=cfg.weight_sync.tolerance,
                                probe_prompt=probe, startup_timeout_s=res.startup_timeout_s,
@@ -172,8 +167,6 @@ class RLVRTrainer:
             if group is not None:
                 group.kill()
         if self._placement_group is not None:
-            from ray.util.placement_group import remove_placement_group
-
             remove_placement_group(self._placement_group)
             self._placement_group = None
         self.pool.close()
@@ -241,8 +234,6 @@ class RLVRTrainer:
         try:
             step = self.learners.get(self.learners.call("load", str(path)), "loading checkpoint")[0]
         except Exception as err:
-            from rlvr.actors.group import cause_line
-
             raise TrainingStopped(f"{path}: the learners could not load it ({cause_line(err)})") from err
         if step != state["step"]:
             raise TrainingStopped(f"{path}: learner state is step {step} but trainer_state.pt says {state['step']}")
@@ -266,8 +257,6 @@ class RLVRTrainer:
             if not is_disk_full(err, self.ckpt.root):
                 raise
             shutil.rmtree(path, ignore_errors=True)  # the unsealed part would only take more space
-            from core.preflight import checkpoint_bytes, parameter_count
-
             params = parameter_count(Path(self.cfg.model))
             raise disk_full_error(self.ckpt.root, checkpoint_bytes(
                 params, critic_params=params if self.cfg.use_critic else None)) from err
@@ -292,7 +281,7 @@ class RLVRTrainer:
     def generate(self, rows, *, step: int, samples: int, temperature: float, kind: str) -> list[dict[str, Any]]:
         reqs = []
         for p, row in enumerate(rows):
-            ids = self.prompt_ids(row)
+            ids = row.prompt_ids  # tokenised once, when loaded (rlvr.data.prompts)
             for k in range(samples):
                 reqs.append({"row": row, "prompt_ids": ids, "seed": request_seed(self.cfg.seed, step, p, k, kind)})
         gens, max_new = self.generators, self.cfg.rollout.max_new_tokens
@@ -310,8 +299,6 @@ class RLVRTrainer:
         return reqs
 
     def score(self, reqs: list[dict[str, Any]], *, enforce_budget: bool = True):
-        from rewards.scoring import check_error_budget, score_batch
-
         texts = self.tokenizer.batch_decode([r["response_ids"] for r in reqs], skip_special_tokens=True)
         rows = [r["row"] for r in reqs]
         prompts = [next((m["content"] for m in reversed(row.messages) if m["role"] == "user"), None) for row in rows]
@@ -442,8 +429,6 @@ class RLVRTrainer:
 def _progress(total: int, start: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=start, desc="rlvr", unit="step", dynamic_ncols=True)
 
 

@@ -49,6 +49,8 @@ from pydantic import Field
 
 from core.config import FrozenConfig
 from core.logging import get_logger
+from core.tokens import chat_ids
+from rewards.jsonl import JsonlError, scan_jsonl
 
 log = get_logger(__name__)
 
@@ -144,26 +146,26 @@ def _json_array_rows(text: str, source: str) -> Iterator[tuple[Any, Origin]]:
 
 def _text_rows(path: Path) -> Iterator[tuple[Any, Origin]]:
     source = str(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise DataError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column})") from None
-    stripped = text.lstrip()
-    if path.suffix == ".json" and stripped.startswith("["):
-        yield from _json_array_rows(text, source)
-        return
-    # JSON Lines (also .json files holding one object per line)
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    if path.suffix == ".json":
+        raw = path.read_bytes()
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{source}:{i}: not valid JSON: {err.msg} (column {err.colno})") from None
-        yield value, Origin(source, line=i)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+            raise DataError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {column})") \
+                from None
+        if text.lstrip().startswith("["):
+            yield from _json_array_rows(text, source)
+            return
+    # JSON Lines (also .json files holding one object per line): rewards.jsonl, strict; a value that is not an
+    # object is this loader's bad row (on_bad_row), not the reader's
+    try:
+        rows, _ = scan_jsonl(path, strict=True, objects_only=False)
+    except JsonlError as err:
+        raise DataError(str(err)) from None
+    for lineno, value in rows:
+        yield value, Origin(source, line=lineno)
 
 
 def iter_rows(spec: str, split: str = "train") -> Iterator[tuple[Any, Origin]]:
@@ -301,7 +303,7 @@ def preference_messages(row: Any) -> tuple[list[dict[str, str]], list[dict[str, 
 # ---------------------------------------------------------------- tokenising with loss masks
 
 class ChatRenderer:
-    """Render messages with a tokenizer's chat template and compute assistant-token masks."""
+    """Render messages with a tokenizer's chat template (core.tokens.chat_ids) and compute assistant-token masks."""
 
     def __init__(self, tokenizer, chat_template: str | None = None):
         self.tok = tokenizer
@@ -311,9 +313,7 @@ class ChatRenderer:
                             "set data.chat_template")
 
     def _ids(self, messages, add_generation_prompt: bool) -> list[int]:
-        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                            chat_template=self.template)
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+        return chat_ids(self.tok, messages, add_generation_prompt=add_generation_prompt, chat_template=self.template)
 
     def encode(self, messages: list[dict[str, str]], *, only_last: bool = False) -> tuple[list[int], list[int]]:
         """Token ids and a 0/1 loss mask (1 on assistant targets: every assistant turn, or only the last)."""

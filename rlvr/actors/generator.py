@@ -1,11 +1,12 @@
 """Rollout generation behind one interface, two backends: an in-process vLLM engine, or Hugging Face models with
 our own sampling loop (for machines without vLLM).
 
-`Generator.generate(prompts, seeds, ...)` takes chat prompts already tokenised (lists of token ids) and one seed
-per request; it returns, per request, the response token ids (the stop token included when the model stopped),
-the raw per-token log-probs of those tokens and the finish reason ("stop" = ended with a stop token, "length" = cut
-off). Both backends stop at the same set of tokens: core.tokens.stop_token_ids (the chat template's
-end-of-turn token, the tokenizer's EOS and every generation_config EOS id).
+`Generator.generate(prompts, seeds, ...)` takes prompts already tokenised (lists of token ids: core.tokens.chat_ids
+for chat prompts) and one seed per request; it returns, per request, the response token ids (the stop token
+included when the model stopped), the raw per-token log-probs of those tokens and the finish reason ("stop" = ended
+with a stop token, "stop_string" = reached one of `stop`, "length" = cut off). Both backends stop at the same set
+of tokens: core.tokens.stop_token_ids (the chat template's end-of-turn token, the tokenizer's EOS and every
+generation_config EOS id). The RL loop and evaluation (rlvr.eval.generation) both generate through this class.
 Sampling is seeded per request, so a request gives the same tokens whatever batch it lands in (vLLM: per-request
 `SamplingParams.seed`; HF: one torch.Generator per row).
 
@@ -16,7 +17,9 @@ feed diagnostics (the weight-sync check, `gen/logprob_diff`) and never the updat
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +38,10 @@ log = get_logger(__name__)
 class Rollout:
     response_ids: list[int]
     logprobs: list[float]
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "stop_string" | "length"
 
 
 def vllm_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("vllm") is not None
 
 
@@ -49,7 +50,9 @@ class Generator:
 
     def __init__(self, model: str, *, backend: str = "auto", max_model_len: int = 512, max_num_seqs: int = 64,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float = 0.4, seed: int = 0,
-                 threads: int = 1, device: str = "auto"):
+                 threads: int = 1, device: str = "auto", enforce_eager: bool = True, dtype: str | None = None):
+        """`dtype`: of the HF model (default float32 on CPU, bfloat16 on CUDA; vLLM: float32 on CPU, bfloat16 on
+        CUDA). `enforce_eager`: vLLM without CUDA graphs (faster start; graphs are slower on CPU)."""
         torch.set_num_threads(threads)
         self.device = "cuda" if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) else "cpu"
         if backend == "auto":
@@ -58,9 +61,11 @@ class Generator:
         self.max_model_len = max_model_len
         if backend == "vllm":
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: fast start, direct tensors
-            from vllm import LLM
+            from vllm import (
+                LLM,  # lazy: an optional dependency (the HF backend needs none), seconds to import
+            )
 
-            kwargs: dict[str, Any] = dict(model=model, enforce_eager=True, max_model_len=max_model_len,
+            kwargs: dict[str, Any] = dict(model=model, enforce_eager=enforce_eager, max_model_len=max_model_len,
                                           max_num_seqs=max_num_seqs, seed=seed)
             if self.device == "cpu":
                 kv = kv_cache_memory_bytes or kv_cache_bytes_for(model, max_num_seqs, max_model_len)
@@ -72,11 +77,12 @@ class Generator:
                 gen_cfg = GenerationConfig.from_pretrained(model)
             except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
                 gen_cfg = None
-            self.eos_ids = set(stop_token_ids(self.llm.get_tokenizer(), gen_cfg))
+            self.tokenizer = self.llm.get_tokenizer()
+            self.eos_ids = set(stop_token_ids(self.tokenizer, gen_cfg))
         elif backend == "hf":
-            dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).train(False)
-            tok = AutoTokenizer.from_pretrained(model)
+            dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
+            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).train(False)
+            self.tokenizer = tok = AutoTokenizer.from_pretrained(model)
             self.eos_ids = set(stop_token_ids(tok, self.model.generation_config))
             self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         else:
@@ -91,23 +97,25 @@ class Generator:
 
     # ---- generation ----
     def generate(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0) -> list[Rollout]:
-        """One response per prompt. temperature 0 = greedy."""
+                 top_p: float = 1.0, stop: Sequence[str] = ()) -> list[Rollout]:
+        """One response per prompt. temperature 0 = greedy. `stop`: strings that also end a response once its
+        text contains one (lm-eval's protocol; the response keeps the tokens up to the one completing it)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if not prompts:
             return []
+        stop = [s for s in stop if s]
         if self.backend == "vllm":
-            return self._generate_vllm(prompts, seeds, max_new_tokens, temperature, top_p)
-        return self._generate_hf(prompts, seeds, max_new_tokens, temperature, top_p)
+            return self._generate_vllm(prompts, seeds, max_new_tokens, temperature, top_p, stop)
+        return self._generate_hf(prompts, seeds, max_new_tokens, temperature, top_p, stop)
 
-    def _generate_vllm(self, prompts, seeds, max_new_tokens, temperature, top_p) -> list[Rollout]:
-        from vllm import SamplingParams
+    def _generate_vllm(self, prompts, seeds, max_new_tokens, temperature, top_p, stop) -> list[Rollout]:
+        from vllm import SamplingParams  # lazy: see __init__
         from vllm.inputs import TokensPrompt
 
         params = [SamplingParams(max_tokens=min(max_new_tokens, self.max_model_len - len(p)), temperature=temperature,
                                  top_p=top_p, seed=s, logprobs=0, skip_special_tokens=False,
-                                 stop_token_ids=sorted(self.eos_ids))
+                                 stop_token_ids=sorted(self.eos_ids), stop=stop or None)
                   for p, s in zip(prompts, seeds)]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
         result = []
@@ -116,10 +124,11 @@ class Generator:
             ids = list(c.token_ids)
             lps = [d[t].logprob for d, t in zip(c.logprobs, ids)]
             stopped = c.finish_reason == "stop" and bool(ids) and ids[-1] in self.eos_ids
-            result.append(Rollout(ids, lps, "stop" if stopped else "length"))
+            by_string = c.finish_reason == "stop" and isinstance(c.stop_reason, str)
+            result.append(Rollout(ids, lps, "stop" if stopped else "stop_string" if by_string else "length"))
         return result
 
-    def _generate_hf(self, prompts, seeds, max_new_tokens, temperature, top_p) -> list[Rollout]:
+    def _generate_hf(self, prompts, seeds, max_new_tokens, temperature, top_p, stop) -> list[Rollout]:
         dev = self.device
         B, L = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long)
@@ -153,6 +162,8 @@ class Generator:
                     logprobs[i].append(raw_lp[i, tok].item())
                     if tok in self.eos_ids:
                         finish[i], done[i] = "stop", True
+                    elif stop and _has_stop(self.tokenizer.decode(responses[i], skip_special_tokens=True), stop):
+                        finish[i], done[i] = "stop_string", True
                     elif len(responses[i]) >= limits[i]:
                         done[i] = True
                 if all(done):
@@ -201,6 +212,10 @@ def kv_cache_bytes_for(model: str, max_num_seqs: int, max_model_len: int, dtype_
     kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
     per_token = 2 * c.num_hidden_layers * kv_heads * head_dim * dtype_bytes
     return max(64 * 2**20, int(1.1 * per_token * max_num_seqs * max_model_len))
+
+
+def _has_stop(text: str, stop: Sequence[str]) -> bool:
+    return any(s in text for s in stop)
 
 
 def _sample(logits, temperature: float, top_p: float, gen) -> int:

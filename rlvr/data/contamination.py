@@ -12,12 +12,15 @@ hellaswag: the question / prompt / context that rlvr eval uses) or a file read l
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from core.procedural import is_procedural_spec, load_procedural
+from rewards.jsonl import JsonlError, scan_jsonl
+from rlvr.eval.data import TASK_NAMES, load_task_docs
 
 PROMPT_KEYS = ("prompt", "question", "instruction", "query", "ctx", "text")
 _NON_WORD = re.compile(r"[^\w\s]|_")
@@ -56,29 +59,22 @@ def read_rows(path: Path) -> list[tuple[str, dict]]:
     if not path.is_file():
         raise ContaminationInputError(f"file not found: {path}")
     if name.endswith(".parquet"):
-        import pandas as pd
+        import pandas as pd  # lazy: seconds to import, and only parquet files need it
 
         return [(f"{path} row {i}", r) for i, r in enumerate(pd.read_parquet(path).to_dict("records"))]
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if name.endswith(".json"):
-            data = json.load(f)
-            if not isinstance(data, list):
-                raise ContaminationInputError(f"{path}: expected a JSON list of rows")
-            return [(f"{path} item {i}", r) for i, r in enumerate(data)]
-        rows = []
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append((f"{path}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise ContaminationInputError(f"{path}:{lineno}: not valid JSON: {err}") from None
-        return rows
+    if name.endswith(".json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise ContaminationInputError(f"{path}: expected a JSON list of rows")
+        return [(f"{path} item {i}", r) for i, r in enumerate(data)]
+    try:  # jsonl or jsonl.gz: rewards.jsonl, strict (row_prompt reports a row that is not an object)
+        rows, _ = scan_jsonl(path, strict=True, objects_only=False)
+    except JsonlError as err:
+        raise ContaminationInputError(str(err)) from None
+    return [(f"{path}:{lineno}", row) for lineno, row in rows]
 
 
 def load_train_prompts(source: str) -> list[str]:
-    from core.procedural import is_procedural_spec, load_procedural
-
     if is_procedural_spec(source):
         return [row_prompt(r) for r in load_procedural(source)]
     return [row_prompt(r, where) for where, r in read_rows(Path(source))]
@@ -96,8 +92,6 @@ def eval_doc_text(task: str, doc: dict) -> str:
 
 def load_eval_items(source: str, data_dir: str | Path | None = None) -> tuple[str, list[tuple[str, str]]]:
     """(dataset name, [(item id, text)]) for an eval task name or a file."""
-    from rlvr.eval.data import TASK_NAMES, load_task_docs
-
     if source in TASK_NAMES:
         docs = load_task_docs(source, data_dir=data_dir)
         return source, [(d["id"], eval_doc_text(source, d)) for d in docs]

@@ -1,4 +1,5 @@
-"""RLVR prompts in the Tulu 3 RLVR schema, validated at load time, and a deterministic, resumable sampler.
+"""RLVR prompts in the Tulu 3 RLVR schema, validated and tokenised once, at load time (the sampler is
+rlvr.data.sampler, the source readers rlvr.data.sources).
 
 Row schema (allenai/RLVR-GSM-MATH-IF-Mixed-Constraints):
     {"messages": [{"role": "user", "content": ...}, ...], "ground_truth": ..., "dataset": "gsm8k" | [...],
@@ -29,32 +30,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core.logging import get_logger
+from core.tokens import chat_ids
+from rewards.registry import UnknownVerifierError, get_verifier
+from rlvr.data.sources import PromptDataError, RawRow, load_source
 
 log = get_logger(__name__)
 
-__all__ = ["PromptDataError", "PromptRow", "DroppedRow", "DropReport", "PromptSet", "PromptSampler",
-           "load_prompts", "gsm8k_to_row", "GSM8K_INSTRUCTION"]
+__all__ = ["PromptDataError", "PromptRow", "DroppedRow", "DropReport", "PromptSet", "load_prompts",
+           "without_held_out"]
 
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 ROLES = ("system", "user", "assistant")
-GSM8K_PREFIX = "gsm8k:"
-HF_PREFIX = "hf:"
-# Same instruction as the procedural GSM8K task, so both kinds of rows ask for the same answer form.
-GSM8K_INSTRUCTION = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
 EXAMPLES_PER_REASON = 3
-
-
-class PromptDataError(ValueError):
-    """Prompt data cannot be used: the message names the source, file:line examples and the reason."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +59,12 @@ class PromptRow:
     dataset: str | list[str]
     source: str
     line: int
-    prompt_tokens: int | None = None  # chat-template tokens incl. the generation prompt, when a tokenizer was given
+    prompt_ids: list[int] | None = None  # core.tokens.chat_ids with the generation prompt, when a tokenizer was given
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return None if self.prompt_ids is None else len(self.prompt_ids)
 
     @property
     def where(self) -> str:
@@ -159,130 +155,6 @@ class PromptSet:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reading sources into raw (where, line, row-or-error) records.
-
-@dataclass
-class _Raw:
-    source: str  # the source string as given (or the file path)
-    line: int
-    row: dict | None
-    error: tuple[str, str] | None = None  # (reason, detail) when the row could not even be parsed
-
-    @property
-    def default_id(self) -> str:
-        """`<file name>:<line>` for files, `<hub spec>:<row>` for hub rows (used when the row has no "id")."""
-        path = Path(self.source)
-        label = path.name if path.suffix.lower() in FILE_SUFFIXES else self.source
-        return f"{label}:{self.line}"
-
-
-def _read_jsonl(path: Path, label: str) -> list[_Raw]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                out.append(_Raw(label, lineno, None, ("bad_json", f"not valid JSON: {err.msg} at column {err.colno}")))
-                continue
-            out.append(_Raw(label, lineno, row))
-    return out
-
-
-def _read_json(path: Path, label: str) -> list[_Raw]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise PromptDataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); a .json source must hold a list "
-                              "of rows (use .jsonl for one row per line)") from None
-    if isinstance(data, dict):
-        data = data.get("rows", data.get("data"))
-    if not isinstance(data, list):
-        raise PromptDataError(f"{path}: a .json source must hold a list of rows (or an object with a 'rows' list)")
-    return [_Raw(label, i, row) for i, row in enumerate(data, 1)]
-
-
-def _read_parquet(path: Path, label: str) -> list[_Raw]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    return [_Raw(label, i, row) for i, row in enumerate(table.to_pylist(), 1)]
-
-
-def parse_hub_spec(spec: str) -> tuple[str, str | None, str]:
-    """`[hf:]OWNER/NAME[/CONFIG][:SPLIT]` -> (name, config or None, split); split defaults to "train"."""
-    body = spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec
-    name_part, _, split = body.partition(":")
-    parts = name_part.split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise PromptDataError(f"prompt source {spec!r}: not a local file and not a hub name of the form "
-                              "OWNER/NAME[/CONFIG][:SPLIT]")
-    name = "/".join(parts[:2])
-    config = parts[2] if len(parts) == 3 else None
-    return name, config, split or "train"
-
-
-def _read_hub(spec: str) -> list[_Raw]:
-    import datasets
-
-    name, config, split = parse_hub_spec(spec)
-    log.info("loading hub dataset %s (config %s, split %s)", name, config, split)
-    ds = datasets.load_dataset(name, config, split=split)
-    return [_Raw(spec, i, dict(row)) for i, row in enumerate(ds, 1)]
-
-
-def _read_source(spec: str) -> list[_Raw]:
-    """Raw rows of a file or hub source (procedural and gsm8k: prefixes are handled by the caller)."""
-    path = Path(spec[len(HF_PREFIX):] if spec.startswith(HF_PREFIX) else spec).expanduser()
-    if not spec.startswith(HF_PREFIX) and path.is_file():
-        suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            return _read_jsonl(path, spec)
-        if suffix == ".json":
-            return _read_json(path, spec)
-        if suffix == ".parquet":
-            return _read_parquet(path, spec)
-        raise PromptDataError(f"prompt source {spec!r}: unsupported file type {suffix!r}; use one of "
-                              f"{', '.join(FILE_SUFFIXES)}")
-    if path.suffix.lower() in FILE_SUFFIXES or path.is_dir() or spec.startswith((".", "/", "~")):
-        raise PromptDataError(f"prompt source {spec!r}: file not found")
-    return _read_hub(spec)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# GSM8K raw format -> schema.
-
-_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
-
-
-def gsm8k_to_row(row: dict) -> dict:
-    """`{"question", "answer": "... #### 1,234"}` -> a schema row with ground_truth "1234". Raises ValueError."""
-    question, answer = row.get("question"), row.get("answer")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("no 'question' text")
-    if not isinstance(answer, str):
-        raise ValueError("no 'answer' text")
-    m = _FINAL.search(answer)
-    if m is None:
-        raise ValueError("answer has no '#### N' final answer")
-    final = m.group(1).replace(",", "").strip()
-    if not final:
-        raise ValueError("empty final answer after '####'")
-    out = {"messages": [{"role": "user", "content": f"{question.strip()}\n{GSM8K_INSTRUCTION}"}],
-           "ground_truth": final, "dataset": "gsm8k"}
-    if "id" in row:
-        out["id"] = row["id"]
-    return out
-
-
-def _looks_like_gsm8k(raws: list[_Raw]) -> bool:
-    first = next((r.row for r in raws if isinstance(r.row, dict)), None)
-    return first is not None and "messages" not in first and "question" in first and "answer" in first
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Validation.
 
 def _messages_problem(messages: Any) -> tuple[str, str] | None:
@@ -327,8 +199,6 @@ def _dataset_problem(row: dict) -> tuple[str, str] | None:
 def _verifier_checker(known: Collection[str] | Callable[[str], Any] | None) -> Callable[[str], bool]:
     """True when a verifier name resolves. Default: the rewards registry (names, aliases, module:function)."""
     if known is None:
-        from rewards.registry import UnknownVerifierError, get_verifier
-
         def check(name: str) -> bool:
             try:
                 get_verifier(name)
@@ -347,12 +217,6 @@ def _verifier_checker(known: Collection[str] | Callable[[str], Any] | None) -> C
         return check_callable
     lowered = {k.lower() for k in known}
     return lambda name: name.lower() in lowered
-
-
-def _count_prompt_tokens(tokenizer, rows: list[dict]) -> list[int]:
-    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in rows]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [len(x) for x in ids]
 
 
 _KNOWN_KEYS = {"id", "messages", "ground_truth", "dataset"}
@@ -391,11 +255,11 @@ def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tok
         raise PromptDataError(f"max_dropped_fraction must lie in [0, 1], got {max_dropped_fraction}")
 
     report = DropReport()
-    candidates: list[tuple[_Raw, dict, str]] = []  # (raw, schema row, id) of rows that passed the structural checks
+    candidates: list[tuple[RawRow, dict, str]] = []  # (raw, schema row, id) of rows that passed the structural checks
     seen_ids: Counter[str] = Counter()
 
     for spec in sources:
-        raws, converter = _load_source(spec)
+        raws, converter = load_source(spec)
         report.total_rows += len(raws)
         for raw in raws:
             row_id = raw.default_id
@@ -429,12 +293,13 @@ def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tok
 
     _check_verifiers(candidates, report, known_verifiers)
 
-    token_counts: list[int | None] = [None] * len(candidates)
-    if tokenizer is not None:
-        token_counts = list(_count_prompt_tokens(tokenizer, [c[1] for c in candidates]))
+    prompt_ids: list[list[int] | None] = [None] * len(candidates)
+    if tokenizer is not None:  # the one tokenisation of each prompt: the generators get these ids
+        prompt_ids = [chat_ids(tokenizer, row["messages"]) for _, row, _ in candidates]
 
     rows: list[PromptRow] = []
-    for (raw, row, row_id), n_tokens in zip(candidates, token_counts):
+    for (raw, row, row_id), ids in zip(candidates, prompt_ids):
+        n_tokens = None if ids is None else len(ids)
         if max_prompt_tokens is not None and n_tokens is not None and n_tokens > max_prompt_tokens:
             report.add("too_long", row_id, f"{raw.source}:{raw.line}",
                        f"{n_tokens} prompt tokens > max_prompt_tokens {max_prompt_tokens}")
@@ -442,7 +307,7 @@ def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tok
         rows.append(PromptRow(
             id=row_id, messages=[{"role": m["role"], "content": m["content"]} for m in row["messages"]],
             ground_truth=row["ground_truth"], dataset=row["dataset"], source=raw.source, line=raw.line,
-            prompt_tokens=n_tokens, extra={k: v for k, v in row.items() if k not in _KNOWN_KEYS}))
+            prompt_ids=ids, extra={k: v for k, v in row.items() if k not in _KNOWN_KEYS}))
 
     if report.dropped:
         log.warning("prompt data: %s", report.summary())
@@ -456,25 +321,7 @@ def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tok
     return PromptSet(rows=rows, report=report, sources=list(sources))
 
 
-def _load_source(spec: str) -> tuple[list[_Raw], Callable[[dict], dict] | None]:
-    from core import procedural
-
-    if procedural.is_procedural_spec(spec):
-        try:
-            rows = procedural.load_procedural(spec)
-        except ValueError as err:
-            raise PromptDataError(f"prompt source {spec!r}: {err}") from None
-        return [_Raw(spec, i, row) for i, row in enumerate(rows, 1)], None
-    if spec.startswith(GSM8K_PREFIX):
-        inner = spec[len(GSM8K_PREFIX):]
-        if not inner:
-            raise PromptDataError(f"prompt source {spec!r}: expected gsm8k:FILE_OR_HUB_NAME")
-        return _read_source(inner), gsm8k_to_row
-    raws = _read_source(spec)
-    return raws, (gsm8k_to_row if _looks_like_gsm8k(raws) else None)
-
-
-def _check_verifiers(candidates: list[tuple[_Raw, dict, str]], report: DropReport,
+def _check_verifiers(candidates: list[tuple[RawRow, dict, str]], report: DropReport,
                      known: Collection[str] | Callable[[str], Any] | None) -> None:
     """Every verifier name must resolve; unknown names are counted, then fail the load (a config error)."""
     is_known = _verifier_checker(known)
@@ -494,69 +341,3 @@ def _check_verifiers(candidates: list[tuple[_Raw, dict, str]], report: DropRepor
         raise PromptDataError("unknown verifier name in the prompts' 'dataset' column: " + "; ".join(parts)
                               + ". Register a verifier under that name, give 'package.module:function', "
                               "or fix the data.")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sampling.
-
-class PromptSampler:
-    """Fixed-size batches, each epoch a seeded permutation of the whole set; batches run across epoch ends, so
-    every batch is full and every prompt is seen exactly once per epoch.
-
-    The cursor (epoch, position) is the whole state: `state_dict()` after k batches, loaded into a fresh sampler,
-    gives exactly the batches k+1, k+2, ... of an uninterrupted run (no replay, no skipped epoch). The
-    permutation of epoch e depends only on (seed, e, number of prompts)."""
-
-    def __init__(self, prompt_set: PromptSet | Sequence[PromptRow], batch_size: int, seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.rows = list(prompt_set)
-        if not self.rows:
-            raise ValueError("cannot sample from an empty prompt set")
-        self.batch_size = batch_size
-        self.seed = seed
-        self.fingerprint = hashlib.sha256("\n".join(r.id for r in self.rows).encode()).hexdigest()[:16]
-        self.epoch = 0
-        self.position = 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> list[int]:
-        order = list(range(len(self.rows)))
-        random.Random(f"prompts/{self.seed}/{epoch}").shuffle(order)
-        return order
-
-    def next_batch(self) -> list[PromptRow]:
-        batch = []
-        while len(batch) < self.batch_size:
-            if self.position == len(self._order):
-                self.epoch += 1
-                self.position = 0
-                self._order = self._permutation(self.epoch)
-            take = min(self.batch_size - len(batch), len(self._order) - self.position)
-            batch.extend(self.rows[i] for i in self._order[self.position:self.position + take])
-            self.position += take
-        return batch
-
-    def __iter__(self) -> Iterator[list[PromptRow]]:
-        while True:
-            yield self.next_batch()
-
-    @property
-    def samples_seen(self) -> int:
-        return self.epoch * len(self.rows) + self.position
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "num_prompts": len(self.rows),
-                "fingerprint": self.fingerprint, "batch_size": self.batch_size}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the cursor. The prompt set and seed must be the ones the state was saved with."""
-        for key, mine in (("seed", self.seed), ("num_prompts", len(self.rows)), ("fingerprint", self.fingerprint)):
-            if state.get(key) != mine:
-                raise ValueError(f"sampler state does not match this run: saved {key}={state.get(key)!r}, "
-                                 f"now {mine!r} (same prompt sources and seed are needed for an exact resume)")
-        epoch, position = int(state["epoch"]), int(state["position"])
-        if epoch < 0 or not 0 <= position <= len(self.rows):
-            raise ValueError(f"sampler state has an invalid cursor: epoch {epoch}, position {position}")
-        self.epoch, self.position = epoch, position
-        self._order = self._permutation(epoch)

@@ -1,20 +1,30 @@
-"""Greedy generation, with vLLM (in-process engine) or Hugging Face `generate`.
+"""Greedy generation for evaluation, on the RL generator's engine: `EvalGenerator` drives
+rlvr.actors.generator.Generator (vLLM in-process, or Hugging Face models with our own decoding loop), so evaluation
+and training stop at the same tokens (core.tokens.stop_token_ids) and size vLLM's KV cache the same way.
 
-`generate(conversations, max_new_tokens)`: chat messages through the tokenizer's chat template (or a plain
-"User:/Assistant:" layout when the model has none); our GSM8K and IFEval protocols. `generate_text(prompts,
-max_new_tokens, stop)`: plain-text prompts tokenised as lm-eval does (`rlvr.eval.tokenize`), cut at the stop
-strings; lm-eval's GSM8K protocol. Both return the decoded completion without special tokens.
+- `generate(conversations, max_new_tokens)`: chat messages through the one chat tokeniser (core.tokens.chat_ids: the
+  chat template, or a plain "User:/Assistant:" layout when the model has none); our GSM8K and IFEval protocols.
+- `generate_text(prompts, max_new_tokens, stop)`: plain-text prompts tokenised as lm-eval does (rlvr.eval.tokenize),
+  generation ended by the stop strings too and the text cut at them; lm-eval's GSM8K protocol.
+Both return the decoded completion without special tokens. Prompts longer than the context left for
+`max_new_tokens` keep their last tokens (lm-eval's left truncation). The context is `max_model_len` with vLLM and
+the model's own context length with HF (as lm-eval's HFLM reads it: `context_length`).
 `make_generator(model, backend="auto")` picks vLLM when it imports, else HF.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Sequence
 from typing import Protocol
 
+import torch
+from tqdm import tqdm
+from transformers import AutoConfig
+
+from core.device import default_threads
 from core.logging import get_logger
+from core.tokens import chat_ids
+from rlvr.actors.generator import Generator, Rollout, vllm_available
 from rlvr.eval.tokenize import encode
 
 log = get_logger(__name__)
@@ -22,143 +32,12 @@ log = get_logger(__name__)
 Messages = list[dict[str, str]]
 
 
-class Generator(Protocol):
+class TextGenerator(Protocol):
+    """What the generative tasks need (tests pass stubs)."""
+
     def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]: ...
 
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]: ...
-
-
-def render_prompt(tokenizer, messages: Messages) -> str:
-    """The prompt text for `messages`, ending where the assistant's reply starts."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n\n".join(turns) + "\n\nAssistant:"
-
-
-def prompt_ids(tokenizer, messages: Messages) -> list[int]:
-    # The chat template already carries any special tokens the model expects.
-    text = render_prompt(tokenizer, messages)
-    return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
-
-
-class HFGenerator:
-    def __init__(self, model_path: str, *, batch_size: int = 8, dtype: str = "float32", device: str | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from core.device import torch_dtype
-
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tok = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype)).to(self.device).train(False)
-        self.batch_size = batch_size
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-
-    def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]:
-        import torch
-        from tqdm import tqdm
-
-        encoded = [prompt_ids(self.tok, m) for m in conversations]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        out: list[str] = [""] * len(encoded)
-        starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="generate (hf)", unit="batch", disable=len(order) <= self.batch_size):
-            batch = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
-            with torch.no_grad():
-                gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id)
-            for r, i in enumerate(batch):
-                out[i] = self.tok.decode(gen[r, width:], skip_special_tokens=True)
-        return out
-
-    def generate_text(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        """Greedy continuations of plain-text prompts (lm-eval's tokenisation, no chat template), each cut at the
-        first stop string; generation of a batch ends when every row has produced one (or EOS)."""
-        import torch
-        from tqdm import tqdm
-
-        keep = max(1, context_length(self.model.config) - max_new_tokens)  # lm-eval's left truncation
-        encoded = [encode(self.tok, p)[-keep:] for p in prompts]
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        out: list[str] = [""] * len(encoded)
-        starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc="generate (hf)", unit="batch", disable=len(order) <= self.batch_size):
-            batch = order[start:start + self.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(batch):
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
-            criteria = stop_in_generated(self.tok, stop, width) if stop else None
-            with torch.no_grad():
-                gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
-                                          stopping_criteria=criteria)
-            for r, i in enumerate(batch):
-                out[i] = cut_at_stop(self.tok.decode(gen[r, width:], skip_special_tokens=True), stop)
-        return out
-
-
-def _kv_cache_bytes(model_path: str, max_model_len: int, max_num_seqs: int) -> int:
-    """Enough KV cache for max_num_seqs full-length sequences in fp32, between 64 MiB and 4 GiB."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_path)
-    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    per_token = 2 * cfg.num_hidden_layers * heads * head_dim * 4
-    return int(min(max(64 * 2**20, per_token * max_model_len * max_num_seqs), 4 * 2**30))
-
-
-class VLLMGenerator:
-    def __init__(self, model_path: str, *, max_model_len: int = 2048, max_num_seqs: int = 16, seed: int = 0):
-        import torch
-
-        # In-process engine: starts in seconds, no __main__ guard needed (see ENVIRONMENT.md).
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from vllm import LLM
-
-        on_cpu = not torch.cuda.is_available()
-        kwargs = {"dtype": "float32", "enforce_eager": True,
-                  "kv_cache_memory_bytes": _kv_cache_bytes(model_path, max_model_len, max_num_seqs)} if on_cpu else {}
-        self.llm = LLM(model=model_path, max_model_len=max_model_len, max_num_seqs=max_num_seqs, seed=seed,
-                       **kwargs)
-        self.tok = self.llm.get_tokenizer()
-        self.max_model_len = max_model_len
-
-    def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]:
-        from vllm import SamplingParams
-
-        prompts = []
-        for m in conversations:
-            ids = prompt_ids(self.tok, m)
-            keep = self.max_model_len - max_new_tokens
-            if len(ids) > keep:
-                log.warning("prompt of %d tokens left-truncated to %d to fit max_model_len", len(ids), keep)
-                ids = ids[-keep:]
-            prompts.append({"prompt_token_ids": ids})
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
-        outputs = self.llm.generate(prompts, params, use_tqdm=True)
-        return [o.outputs[0].text for o in outputs]
-
-    def generate_text(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        """As `HFGenerator.generate_text`: plain-text prompts, lm-eval's tokenisation, cut at the stop strings."""
-        from vllm import SamplingParams
-
-        keep = self.max_model_len - max_new_tokens
-        inputs = [{"prompt_token_ids": encode(self.tok, p)[-keep:]} for p in prompts]
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True,
-                                stop=list(stop) or None)
-        outputs = self.llm.generate(inputs, params, use_tqdm=True)
-        return [cut_at_stop(o.outputs[0].text, stop) for o in outputs]
 
 
 def context_length(config, default: int = 2048) -> int:
@@ -171,23 +50,6 @@ def context_length(config, default: int = 2048) -> int:
     return default
 
 
-def stop_in_generated(tok, stop: Sequence[str], prompt_len: int):
-    """transformers stopping criteria: a row stops once a stop string appears in its generated text (never across
-    the prompt boundary, as lm-eval's criteria; transformers' own `stop_strings` also match a stop string that
-    straddles the prompt's end, which can end a generation early)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    stops = [s for s in stop if s]
-
-    class StopInGenerated(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            texts = tok.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
-            return torch.tensor([any(s in t for s in stops) for t in texts], device=input_ids.device)
-
-    return StoppingCriteriaList([StopInGenerated()])
-
-
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """`text` up to the first occurrence of each stop string in turn (lm-eval's post-processing)."""
     for term in stop:
@@ -196,19 +58,73 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text
 
 
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+class EvalGenerator:
+    """Greedy decoding of whole evaluation sets on one Generator engine."""
+
+    def __init__(self, model_path: str, *, backend: str = "hf", batch_size: int = 8, max_model_len: int = 2048):
+        if backend == "hf":
+            max_model_len = context_length(AutoConfig.from_pretrained(model_path))  # lm-eval's truncation
+        on_gpu = torch.cuda.is_available()
+        self.engine = Generator(model_path, backend=backend, max_model_len=max_model_len,
+                                max_num_seqs=max(batch_size, 1), threads=default_threads(),
+                                gpu_memory_utilization=0.9, enforce_eager=not on_gpu,
+                                dtype="float32" if backend == "hf" else None)  # HF: fp32 as lm-eval's HFLM
+        self.batch_size = batch_size
+
+    @property
+    def tok(self):
+        return self.engine.tokenizer
+
+    @property
+    def model(self):
+        """The Hugging Face model (HF backend)."""
+        return self.engine.model
+
+    @property
+    def pad_id(self) -> int:
+        return self.engine.pad_id
+
+    def generate(self, conversations: Sequence[Messages], max_new_tokens: int) -> list[str]:
+        prompts = [self._fit(chat_ids(self.tok, m), max_new_tokens) for m in conversations]
+        return [self.tok.decode(r.response_ids, skip_special_tokens=True) for r in self._run(prompts, max_new_tokens)]
+
+    def generate_text(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        """Greedy continuations of plain-text prompts (lm-eval's tokenisation, no chat template), each cut at the
+        first stop string; a row's generation ends at a stop string, a stop token or max_new_tokens."""
+        ids = [self._fit(encode(self.tok, p), max_new_tokens, quiet=True) for p in prompts]
+        return [cut_at_stop(self.tok.decode(r.response_ids, skip_special_tokens=True), stop)
+                for r in self._run(ids, max_new_tokens, stop)]
+
+    def _fit(self, ids: list[int], max_new_tokens: int, *, quiet: bool = False) -> list[int]:
+        keep = max(1, self.engine.max_model_len - max_new_tokens)
+        if len(ids) > keep and not quiet:
+            log.warning("prompt of %d tokens left-truncated to %d to fit the context", len(ids), keep)
+        return ids[-keep:]
+
+    def _run(self, prompts: list[list[int]], max_new_tokens: int, stop: Sequence[str] = ()) -> list[Rollout]:
+        """vLLM schedules the whole set itself; HF decodes batches of batch_size, longest prompts first."""
+        if self.engine.backend == "vllm":
+            return self.engine.generate(prompts, [0] * len(prompts), max_new_tokens=max_new_tokens,
+                                        temperature=0.0, stop=stop)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[Rollout | None] = [None] * len(prompts)
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc="generate (hf)", unit="batch", disable=len(order) <= self.batch_size):
+            batch = order[start:start + self.batch_size]
+            rollouts = self.engine.generate([prompts[i] for i in batch], [0] * len(batch),
+                                            max_new_tokens=max_new_tokens, temperature=0.0, stop=stop)
+            for i, rollout in zip(batch, rollouts):
+                out[i] = rollout
+        return out
 
 
 def make_generator(model_path: str, backend: str = "auto", *, batch_size: int = 8,
-                   max_model_len: int = 2048) -> Generator:
+                   max_model_len: int = 2048) -> EvalGenerator:
     """backend: "vllm", "hf", or "auto" (vLLM when importable, else HF)."""
     if backend not in ("auto", "vllm", "hf"):
         raise ValueError(f"unknown generation backend {backend!r}; use auto, vllm or hf")
-    if backend == "vllm" or (backend == "auto" and vllm_available()):
-        if not vllm_available():
-            raise RuntimeError("backend 'vllm' requested but vllm is not installed (pip install '.[cpu]' or '.[gpu]')")
-        log.info("generation backend: vLLM")
-        return VLLMGenerator(model_path, max_model_len=max_model_len, max_num_seqs=max(batch_size, 1))
-    log.info("generation backend: Hugging Face transformers")
-    return HFGenerator(model_path, batch_size=batch_size)
+    if backend == "vllm" and not vllm_available():
+        raise RuntimeError("backend 'vllm' requested but vllm is not installed (pip install '.[cpu]' or '.[gpu]')")
+    backend = "vllm" if backend == "vllm" or (backend == "auto" and vllm_available()) else "hf"
+    log.info("generation backend: %s", "vLLM" if backend == "vllm" else "Hugging Face transformers")
+    return EvalGenerator(model_path, backend=backend, batch_size=batch_size, max_model_len=max_model_len)

@@ -182,9 +182,9 @@ def test_generate_text_stops_like_a_full_generation_cut_afterwards(tiny_model_di
     """HF generation with stop strings gives what generating every token and cutting at the stops gives."""
     import torch
 
-    from rlvr.eval.generation import HFGenerator, cut_at_stop
+    from rlvr.eval.generation import EvalGenerator, cut_at_stop
 
-    gen = HFGenerator(str(tiny_model_dir), batch_size=2)
+    gen = EvalGenerator(str(tiny_model_dir), backend="hf", batch_size=2)
     prompts = ["Question: What is 2 + 3?\nAnswer:", "Write a poem", "The answer is 42. Final Answer:"]
     stop = ["Question:", "::::", "poem poem poem"]  # this random model repeats ':' and ' poem'
     got = gen.generate_text(prompts, 24, stop)

@@ -128,7 +128,7 @@ def test_gsm8k_generation_equals_hflm(lm_eval_task, tiny_model_dir, shared_data)
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from rlvr.eval.generation import HFGenerator
+    from rlvr.eval.generation import EvalGenerator
     from rlvr.eval.tasks.gsm8k_lm_eval import UNTIL
 
     docs = load_task_docs("gsm8k", data_dir=shared_data)[:3]
@@ -137,5 +137,5 @@ def test_gsm8k_generation_equals_hflm(lm_eval_task, tiny_model_dir, shared_data)
     kwargs = {"until": list(UNTIL), "do_sample": False, "temperature": 0.0, "max_gen_toks": 16}
     theirs = lm.generate_until([Instance("generate_until", doc={}, arguments=(c, dict(kwargs)), idx=i)
                                 for i, c in enumerate(contexts)])
-    gen = HFGenerator(str(tiny_model_dir), batch_size=2)
+    gen = EvalGenerator(str(tiny_model_dir), backend="hf", batch_size=2)
     assert gen.generate_text(contexts, 16, [*UNTIL, gen.tok.eos_token]) == theirs

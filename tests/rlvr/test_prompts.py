@@ -8,14 +8,9 @@ from collections import Counter
 
 import pytest
 
-from rlvr.data.prompts import (
-    GSM8K_INSTRUCTION,
-    PromptDataError,
-    PromptSampler,
-    gsm8k_to_row,
-    load_prompts,
-    parse_hub_spec,
-)
+from rlvr.data.prompts import PromptDataError, load_prompts
+from rlvr.data.sampler import PromptSampler
+from rlvr.data.sources import GSM8K_INSTRUCTION, gsm8k_to_row, parse_hub_spec
 
 KNOWN = ["gsm8k", "math", "ifeval"]
 

@@ -58,7 +58,8 @@ def _expected_prompt_ids(steps: int) -> list[list[str]]:
     from core.config import load_config
     from core.models import resolve_model
     from rlvr.config import RLVRConfig
-    from rlvr.data.prompts import PromptSampler, load_prompts
+    from rlvr.data.prompts import load_prompts
+    from rlvr.data.sampler import PromptSampler
 
     cfg = load_config(RLVRConfig, REPO / CONFIG, ["output_dir=/unused", *OVERRIDES])
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.tokenizer or cfg.model))

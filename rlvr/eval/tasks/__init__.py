@@ -1,4 +1,4 @@
-"""Evaluation tasks. Generative: gsm8k, gsm8k_lm_eval, ifeval (need a `Generator`). Multiple choice by
+"""Evaluation tasks. Generative: gsm8k, gsm8k_lm_eval, ifeval (need a `rlvr.eval.generation.TextGenerator`). Multiple choice by
 log-likelihood: arc_easy, arc_challenge, hellaswag (need a scorer `pairs -> log-likelihoods`)."""
 
 GENERATIVE = ("gsm8k", "gsm8k_lm_eval", "ifeval")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.procedural import ANSWER_INSTRUCTION
-from rlvr.eval.generation import Generator
+from rlvr.eval.generation import TextGenerator
 
 
 def fewshot_turns(train_docs: Sequence[dict], k: int) -> list[dict]:
@@ -26,7 +26,7 @@ def conversation(doc: dict, shots: list[dict]) -> list[dict]:
     return [*shots, {"role": "user", "content": f"{doc['question']}\n{ANSWER_INSTRUCTION}"}]
 
 
-def evaluate_gsm8k(docs: Sequence[dict], generator: Generator, *, max_new_tokens: int = 256,
+def evaluate_gsm8k(docs: Sequence[dict], generator: TextGenerator, *, max_new_tokens: int = 256,
                    fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0) -> tuple[dict[str, float], list[dict]]:
     from rewards import get_verifier
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlvr.eval.generation import Generator
+from rlvr.eval.generation import TextGenerator
 
 
-def evaluate_ifeval(docs: Sequence[dict], generator: Generator, *,
+def evaluate_ifeval(docs: Sequence[dict], generator: TextGenerator, *,
                     max_new_tokens: int = 512) -> tuple[dict[str, float], list[dict]]:
     from rewards.ifeval import accuracies, check_instructions
 
