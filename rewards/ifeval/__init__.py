@@ -37,23 +37,25 @@ Deliberate choices for RL (see `rewards.ifeval.instructions` for the full list):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from rewards.base import MAX_RESPONSE_CHARS, Score
-from rewards.ifeval import tulu
+from rewards.ifeval import text, tulu
 from rewards.ifeval.evaluation import (
     InstructionResults,
     accuracies,
     check_instructions,
     evaluate_file,
+    get_checker,
     loose_variants,
 )
+from rewards.ifeval.ground_truth import GoogleInstructions, parse_ground_truth
 from rewards.ifeval.instructions import build_checker, instruction_ids
 from rewards.registry import register
 
 __all__ = [
+    "GoogleInstructions",
     "IFEvalConfig",
     "InstructionResults",
     "accuracies",
@@ -86,49 +88,9 @@ class IFEvalConfig:
             raise ValueError(f"IFEvalConfig.reward must be 'all' or 'fraction', got {self.reward!r}")
 
 
-@dataclass(frozen=True)
-class GoogleInstructions:
-    instruction_ids: list[str]
-    kwargs: list[dict[str, Any] | None]
-
-
-def parse_ground_truth(ground_truth: Any) -> list[GoogleInstructions | dict[str, Any]]:
-    """Normalise a ground truth to a list of Google instruction blocks and Tulu constraint dicts."""
-    if isinstance(ground_truth, str):
-        try:
-            ground_truth = json.loads(ground_truth)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"IFEval ground truth is not JSON: {ground_truth[:200]!r} ({err})") from None
-    if isinstance(ground_truth, list):
-        if not ground_truth:
-            raise ValueError("IFEval ground truth is an empty list")
-        return [unit for item in ground_truth for unit in parse_ground_truth(item)]
-    if not isinstance(ground_truth, dict):
-        raise ValueError(f"IFEval ground truth must be a dict, list or JSON string, got {type(ground_truth).__name__}")
-    if "func_name" in ground_truth:
-        return [tulu.parse_constraint(ground_truth)]
-    ids = ground_truth.get("instruction_id_list", ground_truth.get("instruction_id"))
-    if ids is None:
-        raise ValueError(f"IFEval ground truth needs 'instruction_id_list' + 'kwargs' or 'func_name': {ground_truth!r:.200}")
-    if isinstance(ids, str):
-        ids = [ids]
-    kwargs = ground_truth.get("kwargs")
-    if isinstance(kwargs, dict):
-        kwargs = [kwargs]
-    if kwargs is None:
-        kwargs = [None] * len(ids)
-    if len(kwargs) != len(ids):
-        raise ValueError(f"IFEval ground truth has {len(ids)} instruction ids but {len(kwargs)} kwargs")
-    if not ids:
-        raise ValueError("IFEval ground truth has no instructions")
-    return [GoogleInstructions(list(ids), list(kwargs))]
-
-
 def warm_up() -> None:
     """Load NLTK's punkt model, the Treebank tokenizer and langdetect's profiles (~1-2 s on first use), e.g. in a
     scoring worker's initializer, so that no time-limited verifier call pays for it."""
-    from rewards.ifeval import text
-
     text.word_tokenize("Warm up. This loads punkt and the word tokenizer.")
     text.detect_language("Warm up: this loads the language profiles.")
 
@@ -136,8 +98,6 @@ def warm_up() -> None:
 def validate_ground_truth(ground_truth: Any, *, config: IFEvalConfig = IFEvalConfig()) -> int:
     """Parse a ground truth and build all its checkers, as a data loader should before training: returns the
     number of instructions, raises `ValueError` naming what is wrong."""
-    from rewards.ifeval.evaluation import get_checker
-
     count = 0
     for unit in parse_ground_truth(ground_truth):
         if isinstance(unit, GoogleInstructions):

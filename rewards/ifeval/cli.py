@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rewards.ifeval.evaluation import PromptIndex, accuracies, check_instructions
+from rewards.ifeval.evaluation import InstructionResults, PromptIndex, accuracies, check_instructions
+from rewards.ifeval.ground_truth import GoogleInstructions, parse_ground_truth
 
 STRICT_FILE, LOOSE_FILE = "eval_results_strict.jsonl", "eval_results_loose.jsonl"
 
@@ -37,8 +38,6 @@ def google_lists(response: str, instruction_ids: list[str], kwargs: list[Any], p
 
 def _google_units(label: Any) -> tuple[list[str], list[Any]] | None:
     """The Google-format instruction ids and kwargs of a label, or None (Tulu constraints, malformed label)."""
-    from rewards.ifeval import GoogleInstructions, parse_ground_truth
-
     try:
         units = parse_ground_truth(label)
     except ValueError:
@@ -97,8 +96,6 @@ class IFEvalVerifyHook:
 
     @staticmethod
     def report(args, rows, batch) -> dict[str, float]:
-        from rewards.ifeval.evaluation import InstructionResults
-
         results = [InstructionResults(r.details["instruction_id_list"], r.details["follow_instruction_list"],
                                       r.details["follow_instruction_list_loose"])
                    for r in rows if "follow_instruction_list" in r.details]

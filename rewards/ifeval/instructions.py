@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rewards.ifeval import text as T
+import rewards.ifeval.text as T
 
 Check = Callable[[str], bool]
 

@@ -22,6 +22,8 @@ import re
 import threading
 from functools import lru_cache
 
+import rewards.ifeval.fastdetect as fastdetect
+
 _WORD_RE = re.compile(r"\w+")
 _CACHE_SIZE = 2048
 _SENTBREAK_MEMO_SIZE = 100_000
@@ -120,15 +122,11 @@ def detect_language(text: str) -> str | None:
     """langdetect's language code for `text` (e.g. "en"; seed 0), or None where langdetect cannot decide (no
     features: digits, punctuation, emoji only). Computed by `fastdetect`, which returns what `langdetect.detect`
     returns."""
-    from rewards.ifeval import fastdetect
-
     return fastdetect.detect(text)
 
 
 def clear_caches() -> None:
     """Forget every cached analysis (texts, sentences, punkt decisions, langdetect n-grams and results)."""
-    from rewards.ifeval import fastdetect
-
     for fn in (sentences, word_tokenize, _sentence_words, detect_language):
         fn.cache_clear()
     if _sentence_tokenizer is not None:

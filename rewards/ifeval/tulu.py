@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rewards.ifeval import text as T
+import rewards.ifeval.text as T
 from rewards.ifeval.instructions import count_placeholders
 
 _WORD_RE = re.compile(r"\b\w+\b")
