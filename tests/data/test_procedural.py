@@ -9,14 +9,8 @@ from collections import defaultdict
 
 import pytest
 
-from core.procedural import (
-    IFEVAL_CONSTRAINTS,
-    ProceduralSpecError,
-    _conflicts,
-    generate,
-    load_procedural,
-    parse_procedural_spec,
-)
+from core.procedural import ProceduralSpecError, generate, load_procedural, parse_procedural_spec
+from core.procedural_ifeval import IFEVAL_CONSTRAINTS, _conflicts
 from rlvr.cli import main
 
 # Independent answers from the operands, one formula per template (written from the problem statements).
