@@ -17,6 +17,9 @@ it keeps, so the newest checkpoint that passed the check always survives.
 DeepSpeed's own loader is run inside `safe_deepspeed_load()`: torch.load is forced to weights_only=True there,
 with the three DeepSpeed classes its optimiser files need allow-listed (LossScaler, ZeroStageEnum,
 fragment_address: plain attribute holders).
+
+torch is imported inside the functions that load or capture state: the CLIs and the preflight import this module
+for its error types and `format_bytes` before anything heavy starts, and torch takes seconds to import.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ import pickle
 import random
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from core.logging import get_logger
 
@@ -165,8 +171,6 @@ def set_aside(root: Path) -> Path | None:
     `<name>.replaced-<UTC time>` (kept, never deleted) so none of it is resumed from or rotated away."""
     if not CheckpointManager(root).folders():
         return None
-    import time
-
     base = f"{root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     target, n = root.with_name(base), 1
     while target.exists():
@@ -261,7 +265,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def load_state(path: Path, *, mmap: bool = False) -> Any:
     """A state file of ours (or a DeepSpeed one) with torch.load(weights_only=True): tensors and plain data only.
     Any failure (a pickle payload, a foreign type, a garbled or zeroed file) is a CheckpointError naming it."""
-    import torch
+    import torch  # lazy: see the module docstring
 
     try:
         with torch.serialization.safe_globals(_deepspeed_globals()):
@@ -276,7 +280,7 @@ def load_state(path: Path, *, mmap: bool = False) -> Any:
 
 def _deepspeed_globals() -> list:
     """The DeepSpeed classes its ZeRO optimiser files pickle (checked on ZeRO 0-3, fp32 and bf16)."""
-    try:
+    try:  # lazy: DeepSpeed takes seconds to import and is optional here (a torch-only checkpoint needs none)
         from deepspeed.runtime.fp16.loss_scaler import LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum
         from deepspeed.utils.tensor_fragment import fragment_address
@@ -289,7 +293,7 @@ def _deepspeed_globals() -> list:
 def safe_deepspeed_load() -> Iterator[None]:
     """Run DeepSpeed's `load_checkpoint` with every torch.load forced to weights_only=True (DeepSpeed passes
     weights_only=False itself; $TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides that) and its classes allow-listed."""
-    import torch
+    import torch  # lazy: see the module docstring
 
     old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
@@ -353,8 +357,7 @@ def format_bytes(n: int | float | None) -> str:
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) generator states, for exact resume: lists, numbers and tensors."""
-    import numpy as np
-    import torch
+    import torch  # lazy: see the module docstring
 
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -368,8 +371,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
+    import torch  # lazy: see the module docstring
 
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))

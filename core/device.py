@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
 
 DeviceKind = Literal["auto", "cpu", "cuda"]
 
@@ -25,8 +28,6 @@ class DeviceInfo:
 
 def detect_device(prefer: DeviceKind = "auto", num_threads: int | None = None) -> DeviceInfo:
     """Pick the device. `prefer="cuda"` on a machine without CUDA is an error, not a silent CPU fallback."""
-    import torch
-
     has_cuda = torch.cuda.is_available()
     if prefer == "cuda" and not has_cuda:
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
@@ -47,15 +48,11 @@ def default_threads() -> int:
 
 def set_threads(n: int) -> None:
     """Set torch's intra-op threads (and OMP for child processes) deliberately; cores are shared here."""
-    import torch
-
     os.environ["OMP_NUM_THREADS"] = str(n)
     torch.set_num_threads(n)
 
 
 def torch_dtype(name: str):
-    import torch
-
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     except KeyError:
@@ -77,10 +74,6 @@ def autocast_context(mode: str, device: DeviceInfo):
     """The mixed-precision context for forward passes on `device`. On CPU, `mode` "bf16" (or "auto" on a CPU
     with native bf16) runs matmuls in bf16 under `torch.autocast` while weights, gradients and optimiser state
     stay fp32; "off" (and every CUDA device, where DeepSpeed's bf16 config does the casting) is a no-op."""
-    import contextlib
-
-    import torch
-
     if mode not in ("auto", "bf16", "off"):
         raise ValueError(f"unknown autocast mode {mode!r}; use auto, bf16 or off")
     if device.kind == "cpu" and (mode == "bf16" or (mode == "auto" and cpu_supports_bf16())):

@@ -1,73 +1,32 @@
-"""DeepSpeed engine set-up shared by every trainer (SFT, DPO, RM, and the RLVR learners).
+"""DeepSpeed engine set-up shared by every trainer (SFT, DPO, RM, and the RLVR learners), from the configs in
+core.run (OptimConfig, EngineConfig, DistConfig).
 
 One place decides: the torch.distributed group (gloo on CPU, NCCL on CUDA), the DeepSpeed config (ZeRO stage,
 bf16 on CUDA / fp32 master weights on CPU, gradient accumulation, clipping), the client optimizer (torch AdamW:
 no compile step) and the LR schedule (warm-up, then constant/linear/cosine).
 
-Batch arithmetic is explicit because the learning-rate-to-batch-size ratio is what SmolTulu studies:
-effective batch = per_device_batch_size x gradient_accumulation_steps x world_size.
+DeepSpeed is imported inside the functions that use it, after `init_distributed` has set DS_ACCELERATOR:
+DeepSpeed picks its accelerator once, when it is first imported.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
+import socket
 import sys
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+import psutil  # comes with ray[default]
+import torch
+import torch.distributed as dist
 
-from core.config import FrozenConfig
 from core.device import DeviceInfo, detect_device
 from core.logging import get_logger
+from core.run import EngineConfig, OptimConfig
 
 log = get_logger(__name__)
-
-
-class OptimConfig(FrozenConfig):
-    """Optimiser, schedule and batch shape of one trainer."""
-
-    lr: float = Field(1e-5, ge=0, description="peak learning rate (0: a frozen run, the control for learning tests)")
-    per_device_batch_size: int = Field(1, ge=1, description="micro-batch size per rank")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimiser step")
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="decay after warm-up")
-    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of total steps spent warming up")
-    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio when set")
-    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
-
-    def effective_batch_size(self, world_size: int) -> int:
-        return self.per_device_batch_size * self.gradient_accumulation_steps * world_size
-
-    def warmup_for(self, total_steps: int) -> int:
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return int(math.ceil(self.warmup_ratio * total_steps))
-
-
-class EngineConfig(FrozenConfig):
-    """Where and how a model trains."""
-
-    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when present, else CPU")
-    gradient_checkpointing: bool = False
-    cpu_autocast: Literal["auto", "bf16", "off"] = Field(
-        "off", description="CPU mixed precision for forward/backward: bf16 matmuls under torch.autocast, fp32 "
-                           "weights and optimiser state; auto = bf16 when the CPU has native bf16 (AVX-512 BF16/AMX)")
-    num_threads: int | None = Field(None, ge=1, description="torch threads per process (CPU); default: all")
-
-
-class DistConfig(FrozenConfig):
-    """How many ranks, and where rank 0 listens. World size 1 needs no launcher."""
-
-    world_size: int = Field(1, ge=1, description="data-parallel ranks")
-    master_addr: str | None = Field(None, description="override of rank 0's rendezvous address. Default: RLVR "
-                                    "learners (Ray actors) meet at rank 0's node address; SFT/DPO local ranks "
-                                    "at 127.0.0.1")
-    master_port: int | None = Field(None, description="override of the rendezvous port; default: a port free on "
-                                    "rank 0's node")
 
 
 def lr_lambda(optim: OptimConfig, total_steps: int):
@@ -92,7 +51,7 @@ def _skip_shm_comm_build() -> None:
     # deepspeed.init_distributed JIT-compiles an inference-only shared-memory all-reduce op on CPU (~90 s).
     # Patch the module object actually used (see ENVIRONMENT.md: `import deepspeed.comm.torch as m` patches
     # the wrong one).
-    import deepspeed.comm  # noqa: F401
+    import deepspeed.comm  # noqa: F401  (lazy: see the module docstring)
 
     mod = sys.modules.get("deepspeed.comm.torch")
     if mod is not None and hasattr(mod, "build_shm_op"):
@@ -111,7 +70,6 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
     rank on another node cannot reach)."""
     os.environ.setdefault("DS_ACCELERATOR", device.kind)
     import deepspeed  # lazy: see the module docstring
-    import torch.distributed as dist
 
     _forget_destroyed_groups()
     if dist.is_available() and dist.is_initialized():
@@ -134,8 +92,6 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
     if rendezvous_timeout_s is None:
         deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)
         return
-    import datetime
-
     try:
         store = dist.TCPStore(master_addr, master_port, world_size, is_master=rank == 0,
                               timeout=datetime.timedelta(seconds=rendezvous_timeout_s))
@@ -154,24 +110,19 @@ def _forget_destroyed_groups() -> None:
     engine is freed), the next engine in this process would broadcast over a dead group ("Group ... is not
     registered"): forget the clone once torch no longer knows it, so DeepSpeed clones the live group again."""
     from deepspeed.utils import groups  # lazy: see the module docstring
-    from torch.distributed import distributed_c10d
 
-    if groups._WORLD_GROUP is not None and groups._WORLD_GROUP not in distributed_c10d._world.pg_map:
+    if groups._WORLD_GROUP is not None and groups._WORLD_GROUP not in dist.distributed_c10d._world.pg_map:
         groups._WORLD_GROUP = None
 
 
 def barrier() -> None:
     """A barrier over the process group, when there is one of more than one rank."""
-    import torch.distributed as dist  # lazy: see the module docstring
-
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
 
 
 def all_reduce_sum(t):
     """Sum a tensor over the process group in place (a no-op without a group of more than one rank)."""
-    import torch.distributed as dist  # lazy: see the module docstring
-
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
@@ -183,8 +134,6 @@ class RendezvousError(RuntimeError):
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on `host` ("" = every interface of this machine: what a TCPStore server binds)."""
-    import socket
-
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -192,10 +141,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def interface_with_address(ip: str) -> str | None:
     """The name of this machine's network interface that holds IPv4 address `ip` (None if none does)."""
-    import socket
-
-    import psutil  # a Ray dependency
-
     for name, addrs in psutil.net_if_addrs().items():
         if any(a.family == socket.AF_INET and a.address == ip for a in addrs):
             return name
@@ -235,8 +180,6 @@ def disable_dropout(model) -> int:
 
     RL and preference training compare log-probs of the same tokens computed at different times (old vs new
     policy, policy vs reference): dropout would make those differ by noise alone (TRL and OpenRLHF disable it)."""
-    import torch
-
     changed = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -263,8 +206,7 @@ def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps
     trainable engine is returned in training mode: transformers only checkpoints activations in training mode,
     and `from_pretrained` returns models in eval mode, so without this `gradient_checkpointing` silently does
     nothing."""
-    import deepspeed
-    import torch
+    import deepspeed  # lazy: see the module docstring
 
     device = device or detect_device(engine.device, engine.num_threads)
     if not keep_dropout:

@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
+
 WATCHED_SUFFIXES = ("loss", "grad_norm")
 
 
@@ -33,8 +35,6 @@ def nonfinite_metrics(metrics: Mapping[str, Any], suffixes: Iterable[str] = WATC
 
 def count_nonfinite(module) -> int:
     """Non-finite values in a module's parameters as held on this rank (a ZeRO-3 rank checks its partition)."""
-    import torch
-
     total = 0
     with torch.no_grad():
         for p in module.parameters():
@@ -45,8 +45,6 @@ def count_nonfinite(module) -> int:
 
 
 def grads_finite(module) -> bool:
-    import torch
-
     return all(bool(torch.isfinite(p.grad).all()) for p in module.parameters() if p.grad is not None)
 
 

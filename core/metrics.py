@@ -35,13 +35,13 @@ class MetricsLogger:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional (logging.tensorboard), seconds
 
             self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
         self._wandb = None
         if wandb_project:
             try:
-                import wandb
+                import wandb  # lazy: an optional dependency
             except ImportError as err:
                 raise RuntimeError("wandb_project is set but the wandb package is not installed: pip install wandb") from err
             self._wandb = wandb.init(project=wandb_project, name=run_name, config=config, resume="allow")

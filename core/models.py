@@ -54,6 +54,7 @@ def _smollm2_gguf() -> Path:
 
 
 def _convert_smollm2(out: Path) -> None:
+    # lazy (here and below): `rlvr models list` and resolve_model must answer without torch and transformers
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,7 +74,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, hidden_size: int = 128, num_la
                      vocab_size: int = 512) -> None:
     """A tiny random Llama (head_dim 32, as vLLM's CPU attention needs) with a byte-level BPE tokenizer trained
     offline in milliseconds and a ChatML chat template. Deterministic for a given seed."""
-    import torch
+    import torch  # lazy: see _convert_smollm2
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -145,7 +146,7 @@ def prepare_model(name: str, out: str | Path | None = None, *, force: bool = Fal
 
 def check_generates(path: str | Path, max_new_tokens: int = 8) -> str:
     """Load the folder with transformers and greedily generate a few tokens from a chat prompt."""
-    import torch
+    import torch  # lazy: see _convert_smollm2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)

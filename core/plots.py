@@ -32,7 +32,7 @@ def plot_curves(run_dir: str | Path, panels=None, out: str | Path | None = None,
                 ) -> Path | None:
     """Draw `run_dir/metrics.jsonl` into `run_dir/curves.png` (or `out`). Returns the path, or None when there is
     nothing to draw yet. `panels` defaults to the RLVR panels when the run logged rewards, else the stage panels."""
-    import matplotlib
+    import matplotlib  # lazy: a second to import, and only drawn when a run ends or saves
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

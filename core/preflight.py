@@ -21,7 +21,11 @@ import shutil
 import struct
 from pathlib import Path
 
+from huggingface_hub import model_info, snapshot_download
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from core.checkpoint import format_bytes
+from core.models import BUNDLED, resolve_model
 
 # Bytes a checkpoint holds per parameter of a trained model: DeepSpeed's module state (fp32) and the AdamW moments
 # (2 x fp32), plus the HF copy of the policy (fp32 on CPU; bf16 weights + fp32 master copy on GPU: the same sum).
@@ -49,9 +53,6 @@ def check_model(name: str, key: str = "model") -> Path | None:
         return path
     if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
         raise PreflightError(f"{key}: model folder {name} not found")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(name)
     except HFValidationError:
@@ -63,14 +64,10 @@ def check_model(name: str, key: str = "model") -> Path | None:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise PreflightError(f"{key}: {name} is not a local folder and not in the Hugging Face cache "
                              "(HF_HUB_OFFLINE is set)")
-    from huggingface_hub import model_info
-
     try:
         model_info(name, timeout=10)
     except Exception as err:  # noqa: BLE001 - repository missing, gated, or the hub unreachable: all one answer
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        from core.models import BUNDLED
-
         bundled = "" if "/" in name else f"; bundled models: {', '.join(sorted(BUNDLED))}"
         raise PreflightError(f"{key}: {name} is not a local folder, not in the Hugging Face cache, and the hub "
                              f"did not confirm it ({type(err).__name__}: {first}){bundled}") from None
@@ -124,7 +121,7 @@ def check_data_file(path: Path, key: str) -> None:
     """UTF-8 (naming file:line), at least one non-blank line; parquet: readable with at least one row."""
     if path.suffix.lower() == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # lazy: only parquet inputs need it
 
             rows = pq.ParquetFile(path).metadata.num_rows
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
@@ -215,8 +212,6 @@ def preflight_stage(cfg, model_path: str | None = None) -> int | None:
     model = check_model(model_path or cfg.model, "model")
     reference = getattr(cfg, "reference_model", None)
     if reference:
-        from core.models import resolve_model
-
         check_model(resolve_model(reference), "reference_model")
     check_data(cfg.data.path, "data.path")
     check_options(cfg)

@@ -3,6 +3,7 @@ output_dir, checkpoints and logging are spelled the same way everywhere, and the
 pipeline and the sweep can chain and compare stages.
 
     model, output_dir, seed, optim, engine, dist       what to train, where, with which optimiser and ranks
+                                                       (OptimConfig, EngineConfig, DistConfig; core.engine)
     checkpoints: {save_every, keep_last, resume}       core.checkpoint
     logging: {tensorboard, wandb_project, run_name}    core.metrics
     on_nonfinite: stop | skip                          core.finite
@@ -14,6 +15,7 @@ are rejected with a message naming the new key (`MOVED_KEYS`, read by core.confi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -21,9 +23,54 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from core.config import FrozenConfig
-from core.engine import DistConfig, EngineConfig, OptimConfig
 
 FINAL_MARKER = ".rlvr-complete"  # written last into an SFT/DPO/RM run's final/ folder: the stage finished
+
+
+class OptimConfig(FrozenConfig):
+    """Optimiser, schedule and batch shape of one trainer."""
+
+    lr: float = Field(1e-5, ge=0, description="peak learning rate (0: a frozen run, the control for learning tests)")
+    per_device_batch_size: int = Field(1, ge=1, description="micro-batch size per rank")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("linear", description="decay after warm-up")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of total steps spent warming up")
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio when set")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
+
+    def effective_batch_size(self, world_size: int) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps * world_size
+
+    def warmup_for(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(math.ceil(self.warmup_ratio * total_steps))
+
+
+class EngineConfig(FrozenConfig):
+    """Where and how a model trains."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when present, else CPU")
+    gradient_checkpointing: bool = False
+    cpu_autocast: Literal["auto", "bf16", "off"] = Field(
+        "off", description="CPU mixed precision for forward/backward: bf16 matmuls under torch.autocast, fp32 "
+                           "weights and optimiser state; auto = bf16 when the CPU has native bf16 (AVX-512 BF16/AMX)")
+    num_threads: int | None = Field(None, ge=1, description="torch threads per process (CPU); default: all")
+
+
+class DistConfig(FrozenConfig):
+    """How many ranks, and where rank 0 listens. World size 1 needs no launcher."""
+
+    world_size: int = Field(1, ge=1, description="data-parallel ranks")
+    master_addr: str | None = Field(None, description="override of rank 0's rendezvous address. Default: RLVR "
+                                    "learners (Ray actors) meet at rank 0's node address; SFT/DPO local ranks "
+                                    "at 127.0.0.1")
+    master_port: int | None = Field(None, description="override of the rendezvous port; default: a port free on "
+                                    "rank 0's node")
 
 
 class CheckpointsConfig(FrozenConfig):

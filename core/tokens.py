@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jinja2 import TemplateError
+
 _PROBE = "rlvr-end-of-turn-probe"
 
 
@@ -45,8 +47,6 @@ def end_of_turn_token_id(tokenizer) -> int | None:
     template closes a turn with plain text)."""
     if not getattr(tokenizer, "chat_template", None):
         return None
-    from jinja2 import TemplateError
-
     conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
     try:
         text = tokenizer.apply_chat_template(conversation, tokenize=False)

@@ -37,6 +37,7 @@ import atexit
 import logging
 import os
 import pickle
+import resource
 import subprocess
 import sys
 import threading
@@ -111,8 +112,6 @@ def _serve(conn: Connection) -> None:
         parent_pid, initializer, memory_limit_mb = pickle.loads(conn.recv_bytes())
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
         if memory_limit_mb:
-            import resource
-
             limit = int(memory_limit_mb) * 2**20
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         if initializer is not None:

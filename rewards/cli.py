@@ -31,6 +31,7 @@ import argparse
 import functools
 import importlib
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -38,7 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from rewards.bounded import BoundedPool, default_workers
 from rewards.jsonl import JsonlError, scan_jsonl
+from rewards.registry import UnknownVerifierError
+from rewards.scoring import merge_batches, resolve_verifiers, score_batch, warm_up_worker
 
 CHUNK = 256
 # verifier name -> "module:object" with optional hook methods (see module docstring)
@@ -196,9 +202,6 @@ def cli_main(args) -> int:
 
 
 def _run(args) -> int:
-    from rewards.registry import UnknownVerifierError
-    from rewards.scoring import resolve_verifiers
-
     if args.verifier is None and args.dataset_field is None:
         raise InputError("give --verifier NAME or --dataset-field FIELD")
     if args.format != "rows" and not args.out:
@@ -263,11 +266,6 @@ def _names(rows: list[Row]) -> list[str]:
 
 
 def _score(args, rows: list[Row], hook):
-    from tqdm import tqdm
-
-    from rewards.bounded import BoundedPool, default_workers
-    from rewards.scoring import merge_batches, score_batch, warm_up_worker
-
     names = sorted({n.lower() for n in _names(rows)})
     pool = BoundedPool(args.workers or default_workers(), args.timeout, memory_limit_mb=4096,
                        initializer=functools.partial(warm_up_worker, tuple(names)))
@@ -329,8 +327,6 @@ def build_parser(prog: str = "rlvr-verify") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`rlvr-verify` / `python -m rewards`: the command without the rest of the project."""
-    import logging
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname).1s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     args.prog = "rlvr-verify"

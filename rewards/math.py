@@ -41,6 +41,8 @@ _pool_lock = threading.Lock()
 
 def _warm_up() -> None:
     """Worker initializer: import math-verify (and sympy, antlr) and silence its 'timeouts disabled' warning."""
+    # lazy (here and below): math-verify, sympy and antlr take seconds and run only in the bounded scoring
+    # workers; `rewards` itself stays quick to import
     import math_verify.grader
     import math_verify.parser
 
@@ -80,7 +82,7 @@ def _wrap_gold(ground_truth: str) -> str:
 
 def _numerically_different(gold, pred) -> bool:
     """True if both are plain numbers that differ by more than a relative 1e-4 (at 30 significant digits)."""
-    from sympy import Expr, Float
+    from sympy import Expr, Float  # lazy: see _warm_up
 
     if not (isinstance(gold, Expr) and isinstance(pred, Expr) and gold.is_number and pred.is_number):
         return False
@@ -93,7 +95,7 @@ def _numerically_different(gold, pred) -> bool:
 
 def check_equivalence(response: str, ground_truth: str) -> tuple[bool, str]:
     """math-verify's verdict plus our numeric cross-check, unbounded: call it only inside a bounded worker."""
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # lazy: see _warm_up
 
     gold = parse(_wrap_gold(ground_truth), parsing_timeout=None)
     if not gold:

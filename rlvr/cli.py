@@ -12,9 +12,9 @@ from core.logging import setup_logging
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sft": ("sft_dpo.sft", "supervised fine-tuning on chat data (loss on assistant tokens)"),
-    "dpo": ("sft_dpo.dpo", "direct preference optimisation (sigmoid or length-normalised dpo_norm)"),
-    "rm": ("sft_dpo.reward_model", "train a Bradley-Terry reward model (later the PPO value model)"),
+    "sft": ("sft_dpo.cli", "supervised fine-tuning on chat data (loss on assistant tokens)"),
+    "dpo": ("sft_dpo.cli", "direct preference optimisation (sigmoid or length-normalised dpo_norm)"),
+    "rm": ("sft_dpo.cli", "train a Bradley-Terry reward model (later the PPO value model)"),
     "train": ("rlvr.driver", "RLVR training: PPO or GRPO with verifiable rewards on Ray"),
     "pipeline": ("rlvr.pipeline", "SFT -> DPO (-> RM) -> RLVR from one config, resumable per stage"),
     "eval": ("rlvr.eval.cli", "evaluate a model on GSM8K, IFEval, ARC, HellaSwag"),

@@ -15,8 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config import FrozenConfig
-from core.engine import OptimConfig
-from core.run import RunConfig
+from core.run import OptimConfig, RunConfig
 
 
 class DataConfig(FrozenConfig):

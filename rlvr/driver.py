@@ -27,10 +27,19 @@ import os
 import sys
 from pathlib import Path
 
+from core.checkpoint import DiskFullError, ResumeError
 from core.config import ConfigError, load_config
 from core.logging import get_logger
+from core.metrics import read_metrics
+from core.models import resolve_model
+from core.preflight import PreflightError, preflight_rlvr
 from core.run import TrainResult
+from core.runlock import RunLock, RunLockedError
+from rewards.registry import UnknownVerifierError
 from rlvr.config import RLVRConfig
+from rlvr.data.prompts import PromptDataError
+from rlvr.errors import ActorFailure, StartupError, TrainingStopped, WeightSyncError
+from rlvr.local_ray import start_local_ray
 
 log = get_logger(__name__)
 
@@ -43,7 +52,7 @@ def _ray_cpus_needed(cfg: RLVRConfig) -> int:
 
 def connect_ray(cfg: RLVRConfig) -> bool:
     """Connect to (or start) Ray. Returns True when this call started a local Ray that we must shut down."""
-    import ray
+    import ray  # lazy: see train()
 
     if ray.is_initialized():
         return False
@@ -54,8 +63,6 @@ def connect_ray(cfg: RLVRConfig) -> bool:
         log.info("connected to Ray at %s: %d node(s) %s; this driver on %s", os.environ["RAY_ADDRESS"], len(nodes),
                  nodes, ray.util.get_node_ip_address())
         return False
-    from rlvr.local_ray import start_local_ray
-
     num_cpus = cfg.resources.ray_num_cpus or max(_ray_cpus_needed(cfg), os.cpu_count() or 1)
     # on 127.0.0.1 only, and ended by a watchdog if this driver dies without shutting it down
     start_local_ray(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
@@ -65,14 +72,14 @@ def connect_ray(cfg: RLVRConfig) -> bool:
 
 def train(cfg: RLVRConfig) -> TrainResult:
     """Run (or resume) the RLVR stage described by `cfg`."""
+    # lazy: Ray, torch and transformers take seconds to import; `rlvr train --help`, a bad config and the
+    # preflight's one-line errors come without them
     import ray
+    import torch
 
-    from core.models import resolve_model
-    from core.preflight import preflight_rlvr
-    from core.runlock import RunLock
     from rlvr.trainer import RLVRTrainer
 
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     cfg = cfg.replace(model=resolve_model(cfg.model))
     preflight_rlvr(cfg)  # model, data files, output_dir and its free space: one-line errors, before Ray starts
     with RunLock(cfg.output_dir):  # one writer per run folder
@@ -87,12 +94,6 @@ def train(cfg: RLVRConfig) -> TrainResult:
             trainer.stop_actors()
             if started:
                 ray.shutdown()
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def summary_table(result: TrainResult, history: list[dict]) -> str:
@@ -140,16 +141,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from core.checkpoint import DiskFullError, ResumeError
-    from core.metrics import read_metrics
-    from core.preflight import PreflightError
-    from core.runlock import RunLockedError
-    from rewards.registry import UnknownVerifierError
-    from rlvr.actors.group import ActorFailure, StartupError
-    from rlvr.data.prompts import PromptDataError
-    from rlvr.trainer import TrainingStopped
-    from rlvr.weight_sync import WeightSyncError
-
     try:
         cfg = load_config(RLVRConfig, args.config, args.overrides)
     except ConfigError as err:

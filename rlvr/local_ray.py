@@ -58,6 +58,7 @@ def _descendants(pid: int) -> set[int]:
 
 def start_local_ray(**init_kwargs) -> None:
     """`ray.init(**init_kwargs)` on 127.0.0.1, with the watchdog (see the module docstring)."""
+    # lazy: the watchdog runs this module as a script (`python -m rlvr.local_ray`) and must stay small
     import ray
     import ray._private.ray_constants as ray_constants
 

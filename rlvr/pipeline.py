@@ -19,6 +19,7 @@ pipeline stops there. A marker is trusted as is: after changing an earlier stage
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pydantic import Field, model_validator
 
 from core.config import FrozenConfig, load_config, save_config
 from core.logging import get_logger
+from core.metrics import read_metrics
 from core.run import FINAL_MARKER, TrainResult
 
 log = get_logger(__name__)
@@ -88,8 +90,6 @@ class PipelineConfig(FrozenConfig):
 
 
 def _import(spec: str) -> Any:
-    import importlib
-
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -181,8 +181,6 @@ def _stage_metrics(result: TrainResult) -> dict[str, float]:
     """The stage's final numeric metrics, plus the last value of every metric in its metrics.jsonl (so eval lines
     logged after the last train step count) and, for RLVR, the evaluation of the starting policy (step 0) as
     `eval/reward/mean@start`."""
-    from core.metrics import read_metrics
-
     metrics: dict[str, float] = {}
     path = Path(result.output_dir) / "metrics.jsonl"
     history = read_metrics(path) if path.is_file() else []

@@ -19,10 +19,12 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from core.config import ConfigError, FrozenConfig, load_config
 from core.logging import get_logger
+from rlvr.eval import evaluate
 from rlvr.pipeline import RUNNERS, StageKind, _import
 
 log = get_logger(__name__)
@@ -102,8 +104,6 @@ def trial_dir(cfg: SweepConfig, lr: float, batch: int) -> Path:
 
 def run_trial(cfg: SweepConfig, lr: float, batch: int) -> dict[str, Any]:
     """Train one (lr, batch) point and evaluate it; returns a flat row of results."""
-    from rlvr.eval import evaluate
-
     runner = RUNNERS[cfg.stage]
     config_class = _import(runner.config_class)
     base = load_config(config_class, cfg.config, cfg.overrides)
@@ -122,6 +122,7 @@ def run_trial(cfg: SweepConfig, lr: float, batch: int) -> dict[str, Any]:
 
 
 def _tune_trainable(params: dict[str, Any], *, sweep: dict[str, Any], cwd: str) -> None:
+    # lazy: Ray Tune takes seconds; `rlvr sweep --help` and config errors come without it
     from ray import tune
 
     os.chdir(cwd)  # Tune starts trials in their own folder; configs name paths relative to the user's
@@ -132,7 +133,7 @@ def _tune_trainable(params: dict[str, Any], *, sweep: dict[str, Any], cwd: str) 
 
 def run_sweep(cfg: SweepConfig) -> Path:
     """Run every trial on Ray Tune, then write results.csv and the plots. Returns the CSV path."""
-    import pandas as pd
+    import pandas as pd  # lazy: see _tune_trainable
     import ray
 
     out = Path(cfg.output_dir).resolve()
@@ -172,7 +173,7 @@ def run_sweep(cfg: SweepConfig) -> Path:
 
 
 def _fit(cfg: SweepConfig, points: list[tuple[float, int]], out: Path) -> list[dict[str, Any]]:
-    from ray import tune
+    from ray import tune  # lazy: see _tune_trainable
 
     trainable = tune.with_parameters(_tune_trainable, sweep=cfg.model_dump(mode="json"), cwd=os.getcwd())
     trainable = tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
@@ -209,11 +210,10 @@ def primary_metric(frame, task: str) -> str | None:
 
 def plot_results(frame, out: Path, tasks: list[str]) -> list[Path]:
     """contour_<task>.png per task (heat map when the grid is too small to contour) and ratio.png."""
-    import matplotlib
+    import matplotlib  # lazy: a second to import, and only drawn once the sweep is done
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -52,7 +52,6 @@ from core.tokens import chat_ids
 from rewards.bounded import BoundedPool
 from rewards.scoring import check_error_budget, resolve_verifiers, score_batch, warm_up_worker
 from rlvr.actors.group import (
-    ActorFailure,
     GeneratorGroup,
     LearnerGroup,
     cause_line,
@@ -64,13 +63,10 @@ from rlvr.algorithms import compute_advantages
 from rlvr.config import RLVRConfig
 from rlvr.data.prompts import PromptDataError, load_prompts, without_held_out
 from rlvr.data.sampler import PromptSampler
+from rlvr.errors import TrainingStopped
 from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
 
 log = get_logger(__name__)
-
-
-class TrainingStopped(RuntimeError):
-    """The run cannot continue (reward error budget, a failed actor, a failed weight sync)."""
 
 
 def request_seed(seed: int, step: int, prompt_index: int, sample_index: int, kind: str = "train") -> int:
@@ -432,4 +428,4 @@ def _progress(total: int, start: int, enabled: bool):
     return tqdm(total=total, initial=start, desc="rlvr", unit="step", dynamic_ncols=True)
 
 
-__all__ = ["RLVRTrainer", "TrainingStopped", "ActorFailure", "request_seed"]
+__all__ = ["RLVRTrainer", "request_seed"]

@@ -33,8 +33,8 @@ from typing import Any
 import ray
 
 from core.logging import get_logger
-from rlvr.actors.group import ActorFailure, ActorGroup, cause_line
-from rlvr.actors.weight_transport import WeightSyncError
+from rlvr.actors.group import ActorGroup, cause_line
+from rlvr.errors import ActorFailure, WeightSyncError
 
 log = get_logger(__name__)
 

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from core import procedural
 from core.config import FrozenConfig
 from core.logging import get_logger
 from core.tokens import chat_ids
@@ -171,8 +172,6 @@ def _text_rows(path: Path) -> Iterator[tuple[Any, Origin]]:
 def iter_rows(spec: str, split: str = "train") -> Iterator[tuple[Any, Origin]]:
     """Raw rows with their origin, from a local file, a hub dataset name or a `procedural:TASK?n=N&seed=S` spec."""
     # generated offline data (e.g. gsm8k_sft, gsm8k_pref): no file, no download
-    from core import procedural
-
     if procedural.is_procedural_spec(spec):
         try:
             rows = procedural.load_procedural(spec)
@@ -184,7 +183,7 @@ def iter_rows(spec: str, split: str = "train") -> Iterator[tuple[Any, Origin]]:
     path = Path(spec)
     if path.is_file():
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # lazy: only parquet files need it
 
             for i, row in enumerate(pq.read_table(path).to_pylist()):
                 yield row, Origin(str(path), row=i)
@@ -195,7 +194,7 @@ def iter_rows(spec: str, split: str = "train") -> Iterator[tuple[Any, Origin]]:
         return
     if path.suffix in (".json", ".jsonl", ".parquet") or "/" in spec and spec.startswith((".", "/")):
         raise DataError(f"data file not found: {spec} (relative paths resolve against {Path.cwd()})")
-    import datasets
+    import datasets  # lazy: seconds to import, and only hub datasets need it
 
     ds = datasets.load_dataset(spec, split=split)
     for i, row in enumerate(ds):

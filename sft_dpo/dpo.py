@@ -20,7 +20,6 @@ The loss of a step is the mean over all pairs in the step (all micro-batches, al
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -30,13 +29,15 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
 
 from core.engine import all_reduce_sum, barrier
 from core.logging import get_logger
-from core.models import cache_dir
+from core.models import cache_dir, resolve_model
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, PairExample, examples_digest, load_pair_examples
-from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
+from sft_dpo.launch import run_stage
 from sft_dpo.losses import dpo_loss, sequence_logps
 from sft_dpo.sft import pad_right
 from sft_dpo.trainer import Objective, PreludeConfig, RunContext
@@ -78,8 +79,6 @@ def model_fingerprint(path: str) -> str:
 
 
 def load_reference_model(path: str, ctx: RunContext) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(path, dtype=ctx.dtype).to(ctx.torch_device)
     model.config.use_cache = False
     return model.eval().requires_grad_(False)
@@ -96,12 +95,8 @@ def pair_batch(pairs: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]
 def reference_logps(ctx: RunContext, cfg: DPOConfig, pairs: list[PairExample]) -> tuple[torch.Tensor, bool]:
     """[N, 2] summed reference log-probs (chosen, rejected), from the cache or computed (then cached).
     Returns (values, cache_hit)."""
-    from tqdm.auto import tqdm
-
     ref_path = cfg.reference_model or ctx.model_path
     if cfg.reference_model:
-        from core.models import resolve_model
-
         ref_path = resolve_model(cfg.reference_model)
     key_src = {"model": model_fingerprint(ref_path), "pairs": examples_digest(pairs), "dtype": ctx.device.param_dtype,
                "version": 1}
@@ -158,8 +153,6 @@ class DPOObjective(Objective):
         return {"ref_cache/hit": float(hit)}
 
     def load_model(self, ctx: RunContext):
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=ctx.dtype)
         model.config.use_cache = False
         return model
@@ -190,11 +183,3 @@ class DPOObjective(Objective):
 def train_dpo(cfg: DPOConfig) -> TrainResult:
     """Train (or resume, or return the finished) DPO run described by `cfg`."""
     return run_stage(cfg, "sft_dpo.dpo:DPOObjective")
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    add_stage_arguments(parser, "configs/dpo/tiny_cpu.yaml")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    return stage_cli(args, DPOConfig, train_dpo)

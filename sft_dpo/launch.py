@@ -1,4 +1,4 @@
-"""How a stage gets its ranks, and the shared CLI plumbing of `rlvr sft|dpo|rm`.
+"""How a stage gets its ranks (the command line is sft_dpo.cli).
 
 Distributed runs (one way, three entrances):
   * `dist.world_size: 1` (default): this process is rank 0 of a one-rank gloo/NCCL group.
@@ -14,17 +14,22 @@ group left by an earlier in-process run does not stop `dist.world_size > 1` from
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 from pathlib import Path
 
-from core.config import ConfigError, load_config
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from transformers import AutoTokenizer
+
 from core.device import default_threads, detect_device, set_threads
 from core.engine import free_port, init_distributed
 from core.logging import get_logger
 from core.models import resolve_model
+from core.preflight import preflight_stage
 from core.run import TrainResult
+from core.runlock import RunLock
 from sft_dpo.trainer import RunContext, finished_result, train
 
 log = get_logger(__name__)
@@ -37,8 +42,6 @@ def _make_objective(path: str, cfg):
 
 def _run_rank(cfg, objective_path: str, rank: int, world: int, local_rank: int, master_addr: str,
               master_port: int, threads: int | None) -> TrainResult:
-    import torch
-
     device = detect_device(cfg.engine.device, threads)
     if device.kind == "cpu":
         set_threads(device.num_threads)
@@ -46,8 +49,6 @@ def _run_rank(cfg, objective_path: str, rank: int, world: int, local_rank: int, 
         torch.cuda.set_device(local_rank)
     init_distributed(rank, world, master_addr=master_addr, master_port=master_port, device=device,
                      local_rank=local_rank)
-    from transformers import AutoTokenizer
-
     model_path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     ctx = RunContext(cfg=cfg, rank=rank, world_size=world, device=device, model_path=model_path,
@@ -64,9 +65,6 @@ def run_stage(cfg, objective_path: str) -> TrainResult:
     """Run a stage with the ranks `cfg.dist` and the environment ask for (see module docstring). Unless the stage
     finished already, its inputs are checked first (core.preflight: one-line errors, exit 2) and the process that
     owns the run (rank 0, or the parent of spawned ranks) holds the run folder's lock (core.runlock)."""
-    from core.preflight import preflight_stage
-    from core.runlock import RunLock
-
     out = Path(cfg.output_dir)
     done = finished_result(out)
     if done is not None:
@@ -79,8 +77,6 @@ def run_stage(cfg, objective_path: str) -> TrainResult:
 
 
 def _run_stage(cfg, objective_path: str) -> TrainResult:
-    import torch.distributed as dist
-
     out = Path(cfg.output_dir)
     existing = dist.is_available() and dist.is_initialized()
     if existing and dist.get_world_size() > 1:  # e.g. inside Ray learner actors or a launcher-started process
@@ -103,8 +99,6 @@ def _run_stage(cfg, objective_path: str) -> TrainResult:
     done = finished_result(out)
     if done is not None:
         return done
-    import torch.multiprocessing as mp
-
     threads = cfg.engine.num_threads or max(1, default_threads() // world)
     log.info("spawning %d local ranks (%d threads each) on %s:%d", world, threads, cfg.dist.master_addr, port)
     mp.start_processes(_spawned, args=(cfg, objective_path, world, cfg.dist.master_addr, port, threads),
@@ -113,38 +107,3 @@ def _run_stage(cfg, objective_path: str) -> TrainResult:
     if done is None:  # stopped early (stop_after_steps): no final model yet
         return TrainResult(output_dir=out, model_dir=out / "final", steps=cfg.stop_after_steps or 0)
     return done
-
-
-# ---------------------------------------------------------------- CLI
-
-def add_stage_arguments(parser: argparse.ArgumentParser, example: str) -> None:
-    parser.add_argument("--config", help=f"YAML config, e.g. {example}")
-    parser.add_argument("overrides", nargs="*", help="KEY.PATH=VALUE overrides, e.g. optim.lr=1e-5 max_steps=10")
-
-
-def stage_cli(args: argparse.Namespace, config_cls, train_fn) -> int:
-    """Exit 2 with one line on stderr for bad input (config, data, the preflight, no usable checkpoint, the run
-    folder in use, no space to save); 1 for a run stopped by non-finite values."""
-    import sys
-
-    from core.checkpoint import DiskFullError, ResumeError
-    from core.finite import NonFiniteError
-    from core.preflight import PreflightError
-    from core.runlock import RunLockedError
-    from sft_dpo.data import DataError
-
-    try:
-        cfg = load_config(config_cls, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        result = train_fn(cfg)
-    except (DataError, PreflightError, ResumeError, RunLockedError, DiskFullError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteError as err:
-        print(f"error: the run stopped: {err}", file=sys.stderr)
-        return 1
-    print(result.model_dir)
-    return 0

@@ -21,18 +21,18 @@ config with num_labels=1 and pad_token_id set, plus the tokenizer. Load it eithe
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import torch
 from pydantic import Field
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from core.engine import all_reduce_sum
 from core.logging import get_logger
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_pair_examples
 from sft_dpo.dpo import pair_batch
-from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
+from sft_dpo.launch import run_stage
 from sft_dpo.losses import bradley_terry_loss, last_token_values
 from sft_dpo.trainer import Objective, PreludeConfig, RunContext
 
@@ -84,8 +84,6 @@ class ValueModel(torch.nn.Module):
 
 def load_value_model(path: str, *, dtype: torch.dtype = torch.float32) -> ValueModel:
     """A reward-model folder (or a causal-LM folder: new head) as a per-token value model. See module docstring."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
     if model.config.pad_token_id is None:
         tok = AutoTokenizer.from_pretrained(path)
@@ -172,11 +170,3 @@ class RMObjective(Objective):
 def train_reward_model(cfg: RMConfig) -> TrainResult:
     """Train (or resume, or return the finished) reward-model run described by `cfg`."""
     return run_stage(cfg, "sft_dpo.reward_model:RMObjective")
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    add_stage_arguments(parser, "configs/rm/tiny_cpu.yaml")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    return stage_cli(args, RMConfig, train_reward_model)

@@ -8,14 +8,13 @@ The loss of a step is the summed token cross-entropy divided by the number of as
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from pydantic import Field
+from transformers import AutoModelForCausalLM
 
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_sft_examples, pack_examples
-from sft_dpo.launch import add_stage_arguments, run_stage, stage_cli
+from sft_dpo.launch import run_stage
 from sft_dpo.losses import sft_loss_sum
 from sft_dpo.trainer import Objective, PreludeConfig, RunContext
 
@@ -48,8 +47,6 @@ class SFTObjective(Objective):
         return examples, {**report.as_metrics(), "data/sequences": len(examples)}
 
     def load_model(self, ctx: RunContext):
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=ctx.dtype)
         model.config.use_cache = False
         return model
@@ -70,11 +67,3 @@ class SFTObjective(Objective):
 def train_sft(cfg: SFTConfig) -> TrainResult:
     """Train (or resume, or return the finished) SFT run described by `cfg`."""
     return run_stage(cfg, "sft_dpo.sft:SFTObjective")
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    add_stage_arguments(parser, "configs/sft/tiny_cpu.yaml")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    return stage_cli(args, SFTConfig, train_sft)

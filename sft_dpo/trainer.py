@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from core.checkpoint import (
     CheckpointError,
@@ -45,13 +46,14 @@ from core.checkpoint import (
     set_aside,
 )
 from core.config import save_config
-from core.device import DeviceInfo
+from core.device import DeviceInfo, torch_dtype
 from core.engine import all_reduce_sum, barrier, build_engine, log_batch_shape
 from core.finite import NonFiniteError, count_nonfinite, nonfinite_metrics
 from core.logging import get_logger
 from core.losses import aggregate_loss, per_rank_units, train_micro_batches
 from core.metrics import MetricsLogger, prepare_metrics_file
 from core.plots import plot_curves
+from core.preflight import checkpoint_bytes, parameter_count
 from core.run import FINAL_MARKER, RunConfig, TrainResult
 from core.tokens import set_stop_tokens
 from sft_dpo.data import DataError, examples_digest
@@ -87,8 +89,6 @@ class RunContext:
 
     @property
     def dtype(self) -> torch.dtype:
-        from core.device import torch_dtype
-
         return torch_dtype(self.device.param_dtype)
 
 
@@ -182,8 +182,6 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
         if not is_disk_full(err, mgr.root):
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # the unsealed part would only take more space
-        from core.preflight import checkpoint_bytes, parameter_count
-
         raise disk_full_error(mgr.root, checkpoint_bytes(parameter_count(Path(ctx.model_path)))) from err
     barrier()
     if ctx.rank == 0:
@@ -268,8 +266,6 @@ def write_final(ctx: RunContext, engine, objective: Objective, steps: int, metri
 
 def train(ctx: RunContext, objective: Objective) -> TrainResult:
     """Run (or resume) one stage in this rank. The process group exists already (see sft_dpo.launch)."""
-    from tqdm.auto import tqdm
-
     cfg, rank, world = ctx.cfg, ctx.rank, ctx.world_size
     done = finished_result(ctx.out)
     if done is not None:

@@ -29,6 +29,8 @@ def _init():
     if not _state:
         with _lock:
             if not _state:
+                # lazy: langdetect loads its language profiles here, once, behind the lock (the first detection
+                # pays for it, or a worker's warm_up), not every importer of rewards.ifeval
                 import numpy as np
                 from langdetect import DetectorFactory, detector_factory
                 from langdetect.lang_detect_exception import LangDetectException

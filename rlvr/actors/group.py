@@ -16,27 +16,24 @@ pid and node (and saying when the node itself is gone) as soon as Ray reports it
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from core.logging import get_logger
+from rlvr.actors.generator import Generator
+from rlvr.actors.learner import Learner
+from rlvr.errors import ActorFailure, StartupError
 
 log = get_logger(__name__)
 
 RENDEZVOUS_MARGIN_S = 15.0  # the driver waits this much longer than the ranks' own rendezvous timeout
-
-
-class ActorFailure(RuntimeError):
-    """A generator or learner actor died or stopped answering; the run cannot continue (resume from the last
-    checkpoint)."""
-
-
-class StartupError(RuntimeError):
-    """The actors could not be placed, or a group could not form, within resources.startup_timeout_s."""
 
 
 def _env(threads: int, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -56,8 +53,6 @@ def _node_ips() -> dict[str, str]:
 def _lost_nodes(node_ips: list[str]) -> list[str]:
     """Of these node addresses, the ones that are gone: the Ray cluster no longer reports them alive, or their
     raylet does not accept a connection (the cluster notices a lost node only after missed heartbeats)."""
-    import socket
-
     nodes = {n["NodeManagerAddress"]: n for n in ray.nodes() if n["Alive"]}
     lost = set()
     for ip in filter(None, node_ips):
@@ -121,8 +116,6 @@ def _cluster_summary() -> str:
 
 def place(bundles: list[dict[str, float]], *, what: str, timeout_s: float, strategy: str = "PACK"):
     """A ready placement group of `bundles`, or StartupError within `timeout_s` (the group is removed again)."""
-    from ray.util.placement_group import placement_group, remove_placement_group
-
     pg = placement_group(bundles, strategy=strategy)
     try:
         ray.get(pg.ready(), timeout=timeout_s)
@@ -138,8 +131,6 @@ def place(bundles: list[dict[str, float]], *, what: str, timeout_s: float, strat
 
 def bundle_node_ips(pg) -> list[str]:
     """The node address of each bundle of a ready placement group."""
-    from ray.util.placement_group import placement_group_table
-
     table = placement_group_table(pg)
     ips = _node_ips()
     return [ips.get(table["bundles_to_node_id"][i], "?") for i in range(len(table["bundles_to_node_id"]))]
@@ -194,16 +185,12 @@ class ActorGroup:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         if self._owns_pg and self.placement_group is not None:
-            from ray.util.placement_group import remove_placement_group
-
             remove_placement_group(self.placement_group)
             self.placement_group = None
 
     def _start(self, kind: str, make, count: int, bundles: list[dict[str, float]], *, placement_group,
                bundle_offset: int, startup_timeout_s: float) -> None:
         """Place `count` actors (`make(i, options)` creates actor i) and name them by bundle node."""
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         if placement_group is None:
             placement_group = place(bundles, what=f"{count} {kind}(s)", timeout_s=startup_timeout_s)
             self._owns_pg, bundle_offset = True, 0
@@ -226,8 +213,6 @@ class LearnerGroup(ActorGroup):
     def __init__(self, cfg_dict: dict[str, Any], *, world_size: int, num_cpus: float, num_gpus: float,
                  threads: int, timeout_s: float, startup_timeout_s: float, master_addr: str | None = None,
                  master_port: int | None = None, placement_group=None, bundle_offset: int = 0):
-        from rlvr.actors.learner import Learner
-
         super().__init__([], [], timeout_s=timeout_s)
         remote_cls = ray.remote(Learner)
 
@@ -271,8 +256,6 @@ class GeneratorGroup(ActorGroup):
 
     def __init__(self, model: str, gen_cfg, *, count: int, max_model_len: int, seed: int, timeout_s: float,
                  startup_timeout_s: float, placement_group=None, bundle_offset: int = 0):
-        from rlvr.actors.generator import Generator
-
         super().__init__([], [], timeout_s=timeout_s)
         remote_cls = ray.remote(Generator)
 

@@ -18,11 +18,7 @@ import torch.distributed as dist
 
 from core.engine import bind_gloo_to
 from rlvr.actors.node import whereami
-
-
-class WeightSyncError(RuntimeError):
-    """A weight sync failed: a group did not form, a broadcast stalled, or a generator disagrees after a sync."""
-
+from rlvr.errors import WeightSyncError
 
 # process-local: (host, port) of a weight-sync group -> (process group, its store)
 _GROUPS: dict[tuple[str, int], Any] = {}

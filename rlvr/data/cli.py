@@ -8,6 +8,16 @@ import json
 import sys
 from pathlib import Path
 
+from core.procedural import ProceduralSpecError, generate
+from rlvr.data.contamination import (
+    ContaminationInputError,
+    contamination_report,
+    format_table,
+    load_eval_items,
+    load_train_prompts,
+)
+from rlvr.eval.data import EvalDataError
+
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="{synth,contamination}")
@@ -33,8 +43,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from core.procedural import ProceduralSpecError, generate
-
     if args.n < 0:
         raise ProceduralSpecError(f"--n must be >= 0, got {args.n}")
     rows = generate(args.task, args.n, args.seed)
@@ -50,13 +58,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _contamination(args: argparse.Namespace) -> int:
-    from rlvr.data.contamination import (
-        contamination_report,
-        format_table,
-        load_eval_items,
-        load_train_prompts,
-    )
-
     prompts: list[str] = []
     for source in args.train:
         prompts.extend(load_train_prompts(source))
@@ -76,10 +77,6 @@ def _contamination(args: argparse.Namespace) -> int:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from core.procedural import ProceduralSpecError
-    from rlvr.data.contamination import ContaminationInputError
-    from rlvr.eval.data import EvalDataError
-
     try:
         if args.data_command == "synth":
             return _synth(args)

@@ -68,7 +68,7 @@ def _read_json(path: Path, label: str) -> list[RawRow]:
 
 
 def _read_parquet(path: Path, label: str) -> list[RawRow]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: only parquet sources need it
 
     table = pq.read_table(path)
     return [RawRow(label, i, row) for i, row in enumerate(table.to_pylist(), 1)]
@@ -88,7 +88,7 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None, str]:
 
 
 def _read_hub(spec: str) -> list[RawRow]:
-    import datasets
+    import datasets  # lazy: seconds to import, and only hub sources need it
 
     name, config, split = parse_hub_spec(spec)
     log.info("loading hub dataset %s (config %s, split %s)", name, config, split)

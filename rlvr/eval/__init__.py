@@ -11,7 +11,7 @@ from __future__ import annotations
 
 def evaluate(model, tasks, **kwargs) -> dict[str, dict[str, float]]:
     """See `rlvr.eval.runner.evaluate`."""
-    from rlvr.eval.runner import evaluate as _evaluate
+    from rlvr.eval.runner import evaluate as _evaluate  # lazy: importing the package stays torch-free
 
     return _evaluate(model, tasks, **kwargs)
 

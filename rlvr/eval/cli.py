@@ -41,6 +41,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    # lazy: the runner loads torch and transformers (seconds); `rlvr eval --help` answers without them
     from rlvr.eval.runner import evaluate, format_results, write_results
 
     records: dict[str, list[dict]] = {}

@@ -202,7 +202,7 @@ def load_task_docs(task: str, *, data_dir: str | Path | None = None, split: str 
         name, config, splits = HUB[task]
         if split not in splits:
             raise EvalDataError(f"task {task!r} has no {split!r} split on the hub")
-        import datasets
+        import datasets  # lazy: seconds to import, and only hub data needs it
 
         log.info("loading %s (%s) split %s from the hub", name, config, splits[split])
         rows = datasets.load_dataset(name, config, split=splits[split])

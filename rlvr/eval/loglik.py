@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from core.device import torch_dtype
 from core.logging import get_logger
 from rlvr.eval.tokenize import encode, prefix_token_id
 
@@ -55,10 +58,6 @@ class LoglikScorer:
     def from_pretrained(cls, name_or_path: str, *, batch_size: int = 16, dtype: str = "float32",
                         device: str | None = None, progress: bool = False,
                         add_special_tokens: bool | None = None) -> LoglikScorer:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from core.device import torch_dtype
-
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype(dtype)).to(device)
@@ -93,8 +92,6 @@ class LoglikScorer:
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.progress:
-            from tqdm import tqdm
-
             batches = tqdm(batches, desc="log-likelihood", unit="batch")
         for batch in batches:
             seqs = [encoded[i][0] for i in batch]

@@ -13,8 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.logging import get_logger
+from core.models import resolve_model
 from rlvr.eval.data import DATA_OF, EVAL_TASKS, EvalDataError, load_task_docs
+from rlvr.eval.generation import make_generator
+from rlvr.eval.loglik import LoglikScorer
 from rlvr.eval.tasks import GENERATIVE, MULTIPLE_CHOICE
+from rlvr.eval.tasks.gsm8k import evaluate_gsm8k
+from rlvr.eval.tasks.gsm8k_lm_eval import NUM_FEWSHOT, evaluate_gsm8k_lm_eval
+from rlvr.eval.tasks.ifeval import evaluate_ifeval
+from rlvr.eval.tasks.multiple_choice import evaluate_multiple_choice
 
 log = get_logger(__name__)
 
@@ -47,8 +54,6 @@ def evaluate(model: str, tasks: str | Sequence[str], *, limit: int | None = None
     in (tests, or a caller that already holds the model). Per-item records and per-task seconds are written
     into `records_out` / `timings_out` when given.
     """
-    from core.models import resolve_model
-
     names = parse_tasks(tasks)
     path = resolve_model(model)
     results = _run_tasks(names, path, limit=limit, data_dir=data_dir, source=source, backend=backend,
@@ -72,35 +77,23 @@ def _run_tasks(names, path, *, limit, data_dir, source, backend, num_fewshot, ma
         log.info("%s: %d docs", task, len(docs))
         if task in GENERATIVE:
             if generator is None:
-                from rlvr.eval.generation import make_generator
-
                 generator = make_generator(path, backend, batch_size=batch_size, max_model_len=max_model_len)
             new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
             if task == "gsm8k":
-                from rlvr.eval.tasks.gsm8k import evaluate_gsm8k
-
                 k = num_fewshot or 0
                 shots = load_task_docs("gsm8k", data_dir=data_dir, source=source, split="train") if k else []
                 metrics, records = evaluate_gsm8k(docs, generator, max_new_tokens=new_tokens,
                                                   fewshot_docs=shots, num_fewshot=k)
             elif task == "gsm8k_lm_eval":
-                from rlvr.eval.tasks.gsm8k_lm_eval import NUM_FEWSHOT, evaluate_gsm8k_lm_eval
-
                 shots = load_task_docs("gsm8k", data_dir=data_dir, source=source, split="train")
                 metrics, records = evaluate_gsm8k_lm_eval(
                     docs, shots, generator, max_new_tokens=new_tokens,
                     num_fewshot=NUM_FEWSHOT if num_fewshot is None else num_fewshot)
             else:
-                from rlvr.eval.tasks.ifeval import evaluate_ifeval
-
                 metrics, records = evaluate_ifeval(docs, generator, max_new_tokens=new_tokens)
         elif task in MULTIPLE_CHOICE:
             if scorer is None:
-                from rlvr.eval.loglik import LoglikScorer
-
                 scorer = LoglikScorer.from_pretrained(path, batch_size=batch_size, progress=True)
-            from rlvr.eval.tasks.multiple_choice import evaluate_multiple_choice
-
             metrics, records = evaluate_multiple_choice(task, docs, scorer)
         else:  # parse_tasks rejects these already
             raise ValueError(f"unknown eval task {task!r}")

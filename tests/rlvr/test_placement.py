@@ -9,7 +9,8 @@ from rlvr_core_helpers import REPO
 
 from core.config import ConfigError, load_config
 from rlvr.config import ResourcesConfig, RLVRConfig
-from rlvr.weight_sync import WeightSyncError, choose_transport
+from rlvr.errors import WeightSyncError
+from rlvr.weight_sync import choose_transport
 
 
 def _gpu(node: str, *gpus: str) -> dict:

@@ -161,8 +161,9 @@ def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(r
     import torch
 
     from rlvr.actors.group import ActorGroup
+    from rlvr.errors import WeightSyncError
     from rlvr.trainer import RLVRTrainer
-    from rlvr.weight_sync import WeightSync, WeightSyncError
+    from rlvr.weight_sync import WeightSync
 
     cfg = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, tmp_path / "ws", "generation.num_generators=2")
     trainer = RLVRTrainer(cfg)
@@ -199,8 +200,8 @@ def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(r
 
 
 def test_dead_generator_stops_the_run_quickly_with_a_clear_error(ray_local, tiny_model_dir, prompts, tmp_path):
-    from rlvr.actors.group import ActorFailure
     from rlvr.driver import train
+    from rlvr.errors import ActorFailure
 
     out = tmp_path / "dead"
     cfg = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, out, "train.total_steps=200", "checkpoints.save_every=1",

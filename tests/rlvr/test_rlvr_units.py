@@ -99,7 +99,8 @@ def test_reward_failures_are_counted_and_stop_the_run_past_the_budget(tiny_model
     rewards.max_error_fraction the step stops with TrainingStopped instead of training on zeros."""
     import json
 
-    from rlvr.trainer import RLVRTrainer, TrainingStopped
+    from rlvr.errors import TrainingStopped
+    from rlvr.trainer import RLVRTrainer
 
     rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"q{i}"}], "ground_truth": "1",
              "dataset": name} for i, name in enumerate(["rlvr_core_verifier:has_digit"] * 2

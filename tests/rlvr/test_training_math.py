@@ -95,7 +95,8 @@ def _tiny_llama(dropout: float = 0.0, layers: int = 4):
 
 
 def _engine(model, ds_group, **engine_kw):
-    from core.engine import EngineConfig, OptimConfig, build_engine
+    from core.engine import build_engine
+    from core.run import EngineConfig, OptimConfig
 
     return build_engine(model, OptimConfig(lr=1e-4), EngineConfig(device="cpu", num_threads=1, **engine_kw),
                         total_steps=1, world_size=1, device=ds_group)

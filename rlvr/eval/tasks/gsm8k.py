@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.procedural import ANSWER_INSTRUCTION
+from rewards import get_verifier
 from rlvr.eval.generation import TextGenerator
 
 
@@ -28,8 +29,6 @@ def conversation(doc: dict, shots: list[dict]) -> list[dict]:
 
 def evaluate_gsm8k(docs: Sequence[dict], generator: TextGenerator, *, max_new_tokens: int = 256,
                    fewshot_docs: Sequence[dict] = (), num_fewshot: int = 0) -> tuple[dict[str, float], list[dict]]:
-    from rewards import get_verifier
-
     if num_fewshot > len(fewshot_docs):
         raise ValueError(f"num_fewshot={num_fewshot} but only {len(fewshot_docs)} training examples were given")
     verify = get_verifier("gsm8k")

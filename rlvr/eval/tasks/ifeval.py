@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rewards.ifeval import accuracies, check_instructions
 from rlvr.eval.generation import TextGenerator
 
 
 def evaluate_ifeval(docs: Sequence[dict], generator: TextGenerator, *,
                     max_new_tokens: int = 512) -> tuple[dict[str, float], list[dict]]:
-    from rewards.ifeval import accuracies, check_instructions
-
     responses = generator.generate([[{"role": "user", "content": d["prompt"]}] for d in docs], max_new_tokens)
     results, records = [], []
     for doc, response in zip(docs, responses):
