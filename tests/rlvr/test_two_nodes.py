@@ -1,4 +1,4 @@
-"""`rlvr train` on a real two-node Ray cluster (tests/ray_two_nodes.py: two network namespaces joined by a veth
+"""`rlvr train` on a real two-node Ray cluster (tests/rlvr/ray_two_nodes.py: two network namespaces joined by a veth
 pair, head 10.231.0.1 with 2 CPUs, worker 10.231.0.2 with 3 CPUs; each node's 127.0.0.1 is its own).
 
 PPO on the tiny model with 2 learner ranks of 2 CPUs each: one rank fits on each node, and the generator (1 CPU)

@@ -2,7 +2,7 @@
 a Ray head in one and a Ray worker in the other, each on its own address, so that each node's 127.0.0.1 is its
 own and code that assumes one machine fails here as it would on a real cluster (../shared/ENVIRONMENT.md).
 
-    from ray_two_nodes import two_node_cluster, netns_unavailable   # tests/ is on sys.path
+    from ray_two_nodes import two_node_cluster, netns_unavailable   # tests/rlvr/ is on sys.path
 
     reason = netns_unavailable()            # None, or why the cluster cannot be built (not root, no `ip netns`)
     with two_node_cluster(head_cpus=3, worker_cpus=3) as cluster:
@@ -273,7 +273,7 @@ def two_node_cluster(head_cpus: int = 3, worker_cpus: int = 3, *, ready_timeout:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python tests/ray_two_nodes.py [--head-cpus N] [--worker-cpus N] -- COMMAND ...`: build a two-node cluster,
+    """`python tests/rlvr/ray_two_nodes.py [--head-cpus N] [--worker-cpus N] -- COMMAND ...`: build a two-node cluster,
     run COMMAND on the head node with RAY_ADDRESS and RAY_DASHBOARD_URL set (its words joined into one `sh -c`
     string, so `$RAY_DASHBOARD_URL` expands there), print its exit status and wall time, tear the cluster down.
     Needs root."""

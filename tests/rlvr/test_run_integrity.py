@@ -25,7 +25,7 @@ import pytest
 from core.checkpoint import CheckpointManager, file_sha256, verify
 from core.metrics import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 

@@ -1,6 +1,6 @@
 """A real local Ray head for integration tests, on free loopback ports, stopped by its own PID.
 
-    from ray_cluster import local_ray_head          # tests/ is on sys.path (conftest.py lives there)
+    from ray_cluster import local_ray_head          # tests/rlvr/ is on sys.path (pytest puts a test module's folder there)
 
     with local_ray_head(num_cpus=2) as head:
         subprocess.run(["ray", "job", "submit", "--address", head.dashboard_url, ...], env=head.env)

@@ -1,7 +1,7 @@
 """Against lm-evaluation-harness itself, when it is importable (it is not a project dependency):
 
     pip install --no-deps --target /tmp/lmeval lm-eval   # plus its light deps: evaluate, sacrebleu, sqlitedict, ...
-    PYTHONPATH=/tmp/lmeval pytest tests/eval/test_lm_eval_reference.py --run-slow
+    PYTHONPATH=/tmp/lmeval pytest tests/rlvr/eval/test_lm_eval_reference.py --run-slow
 
 lm-eval's own task code builds the ARC, HellaSwag and GSM8K requests from the rows of ../shared/data (converted to
 the hub's layout where needed), and its HFLM scores log-likelihoods; ours must be identical."""

@@ -11,10 +11,11 @@ import yaml
 
 from rlvr.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.ray  # Ray Tune
 def test_micro_sweep_writes_csv_and_plots(tmp_path, tiny_model_dir, shared_data, monkeypatch):
     monkeypatch.chdir(REPO)  # the stage config is named relative to the project root
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

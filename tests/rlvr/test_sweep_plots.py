@@ -1,5 +1,5 @@
 """Sweep planning and plotting, without training (the 2x2 micro-sweep on the tiny model is in
-tests/test_sweep_micro.py)."""
+tests/rlvr/test_sweep_micro.py)."""
 
 from __future__ import annotations
 

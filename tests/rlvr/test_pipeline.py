@@ -12,7 +12,7 @@ import yaml
 from core.config import load_config
 from rlvr.pipeline import DONE, PipelineConfig, format_summary, run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "pipeline" / "tiny.yaml"
 
 
@@ -28,6 +28,7 @@ def _final_mtimes(out: Path, stages) -> dict[str, float]:
     return {f"{s}/{f.name}": f.stat().st_mtime_ns for s in stages for f in (out / s / "final").iterdir()}
 
 
+@pytest.mark.ray  # its rlvr stage starts a local Ray
 def test_tiny_pipeline_chains_stages_and_skips_finished_ones(tmp_path, tiny_model_dir, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # stage configs are named relative to the project root
     out = tmp_path / "run"
