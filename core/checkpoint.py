@@ -34,7 +34,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,39 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# ---- resuming ----
+
+def resume_point(mgr: CheckpointManager, mode: str, accept: Callable[[Path], Any], *,
+                 set_aside_earlier: bool = True) -> tuple[Path, Any] | None:
+    """The checkpoint to resume from, by checkpoints.resume `mode`, chosen before anything heavy starts:
+    auto: the newest usable one (None when there is none); must: one is required; never: None, and an earlier
+    run's checkpoints are renamed aside (by the caller that passes `set_aside_earlier`, one process of a run).
+
+    Usable = passes CheckpointManager.scan (checksums, safe deserialisation) and `accept(path)`, which returns what
+    the trainer needs from it and raises ResumeError when it was trained on other data (a CheckpointError skips it
+    like a damaged one). ResumeError (exit 2) when the run cannot resume as asked."""
+    if mode == "never":
+        if set_aside_earlier:
+            set_aside(mgr.root)
+        return None
+    usable, rejected = mgr.scan()
+    for path in usable:
+        try:
+            return path, accept(path)
+        except ResumeError:
+            raise
+        except CheckpointError as err:
+            log.warning("checkpoint %s is skipped: %s", path, err)
+            rejected.append((path, str(err)))
+    if rejected:
+        detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
+        raise ResumeError(f"checkpoints.resume={mode}: {len(rejected)} checkpoint(s) in {mgr.root}, none usable "
+                          f"({detail}); set checkpoints.resume=never to start over (they are kept, renamed)")
+    if mode == "must":
+        raise ResumeError(f"checkpoints.resume=must but there is no checkpoint in {mgr.root}")
+    return None
+
+
 # ---- safe loading ----
 
 def load_state(path: Path, *, mmap: bool = False) -> Any:
@@ -328,6 +361,19 @@ def is_disk_full(err: BaseException, folder: Path) -> bool:
         torch_write_failed |= "inline_container" in text
         err = getattr(err, "cause", None) or err.__cause__ or err.__context__
     return torch_write_failed and _free_bytes(folder) < LOW_SPACE_BYTES
+
+
+@contextlib.contextmanager
+def out_of_space_guard(unsealed: Path, root: Path, needed_bytes: Callable[[], int | None]) -> Iterator[None]:
+    """Around writing a checkpoint into `unsealed`: when the disk fills, drop the unsealed part (it would only take
+    more space) and raise DiskFullError naming `root`, the space a checkpoint needs and what is free."""
+    try:
+        yield
+    except Exception as err:
+        if not is_disk_full(err, root):
+            raise
+        shutil.rmtree(unsealed, ignore_errors=True)
+        raise disk_full_error(root, needed_bytes()) from err
 
 
 def disk_full_error(folder: Path, needed_bytes: int | None) -> DiskFullError:

@@ -33,6 +33,24 @@ def nonfinite_metrics(metrics: Mapping[str, Any], suffixes: Iterable[str] = WATC
     return bad
 
 
+def nonfinite_problem(metrics: Mapping[str, Any], nonfinite_weights: float, *, skip: bool) -> tuple[str, Any] | None:
+    """The first reason to stop a run before it saves: a non-finite loss or grad norm (unless on_nonfinite=skip
+    left such optimiser steps out), or non-finite weights; None when the step is clean."""
+    bad = [] if skip else nonfinite_metrics(metrics)
+    if nonfinite_weights:
+        bad.append(("the weights", f"non-finite in {int(nonfinite_weights)} values"))
+    return bad[0] if bad else None
+
+
+def stop_message(where: str, problem: tuple[str, Any], newest_checkpoint, *, skip: bool, on: str = "") -> str:
+    """What the run says when `nonfinite_problem` stops it (`where`: e.g. "sft step 3"; `on`: e.g. "learner rank
+    1")."""
+    key, value = problem
+    return (f"{where}: {key} is {value}{f' on {on}' if on else ''}; stopped before saving, so no non-finite state was written (newest "
+            f"checkpoint: {newest_checkpoint or 'none'}). Lower optim.lr or check the data"
+            + ("" if skip else "; on_nonfinite=skip skips updates with non-finite gradients"))
+
+
 def count_nonfinite(module) -> int:
     """Non-finite values in a module's parameters as held on this rank (a ZeRO-3 rank checks its partition)."""
     total = 0

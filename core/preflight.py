@@ -26,6 +26,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from core.checkpoint import format_bytes
 from core.models import BUNDLED, resolve_model
+from rewards.jsonl import JsonlError, text_lines
 
 # Bytes a checkpoint holds per parameter of a trained model: DeepSpeed's module state (fp32) and the AdamW moments
 # (2 x fp32), plus the HF copy of the policy (fp32 on CPU; bf16 weights + fp32 master copy on GPU: the same sum).
@@ -131,14 +132,10 @@ def check_data_file(path: Path, key: str) -> None:
         return
     rows = 0
     try:
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise PreflightError(f"{key}: {path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
-                                         f"column {err.start + 1})") from None
-                rows += bool(text.strip())
+        for _, text in text_lines(path):  # rewards.jsonl: names file:line, byte and column
+            rows += bool(text.strip())
+    except JsonlError as err:
+        raise PreflightError(f"{key}: {err}") from None
     except OSError as err:
         raise PreflightError(f"{key}: {path}: cannot be read ({err.strerror})") from None
     if rows == 0:

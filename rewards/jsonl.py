@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ class BadLine:
     detail: str  # e.g. "bad JSON (Expecting value at column 1)", "not a JSON object but list"
 
 
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line of a text file (`.gz` through gzip); a line that is not UTF-8 raises
+    JsonlError naming file, line, byte and column."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise JsonlError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                 f"{err.start + 1})") from None
+
+
 def scan_jsonl(path: str | Path, *, strict: bool = True, objects_only: bool = True
                ) -> tuple[list[tuple[int, Any]], list[BadLine]]:
     """(rows as (line number, value), bad lines). `objects_only`: a value that is not a JSON object is a bad line
@@ -39,31 +53,22 @@ def scan_jsonl(path: str | Path, *, strict: bool = True, objects_only: bool = Tr
     mode the list of bad lines is always empty: the first one raises JsonlError."""
     rows: list[tuple[int, Any]] = []
     bad: list[BadLine] = []
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise JsonlError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                                 f"{err.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as err:
-                problem = BadLine(lineno, "bad_json", f"bad JSON ({err.msg} at column {err.colno})")
-                if strict:
-                    raise JsonlError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-                bad.append(problem)
-                continue
-            if objects_only and not isinstance(value, dict):
-                problem = BadLine(lineno, "not_an_object", f"not a JSON object but {type(value).__name__}")
-                if strict:
-                    raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
-                bad.append(problem)
-                continue
-            rows.append((lineno, value))
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            if strict:
+                raise JsonlError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+            bad.append(BadLine(lineno, "bad_json", f"bad JSON ({err.msg} at column {err.colno})"))
+            continue
+        if objects_only and not isinstance(value, dict):
+            if strict:
+                raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+            bad.append(BadLine(lineno, "not_an_object", f"not a JSON object but {type(value).__name__}"))
+            continue
+        rows.append((lineno, value))
     return rows, bad
 
 

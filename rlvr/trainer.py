@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,18 +30,16 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from core.checkpoint import (
-    CheckpointError,
     CheckpointManager,
     ResumeError,
     capture_rng_state,
-    disk_full_error,
-    is_disk_full,
     load_state,
+    out_of_space_guard,
     restore_rng_state,
-    set_aside,
+    resume_point,
 )
 from core.config import config_to_dict, save_config
-from core.finite import nonfinite_metrics
+from core.finite import nonfinite_problem, stop_message
 from core.logging import get_logger
 from core.metrics import MetricsLogger, mean_ci95, prepare_metrics_file
 from core.plots import plot_curves
@@ -180,31 +177,15 @@ class RLVRTrainer:
         return self._data_fingerprint
 
     def plan_resume(self) -> None:
-        """Before Ray starts: pick the checkpoint to resume from (checkpoints.resume). Checkpoints are checked by
-        content (CheckpointManager.scan: checksums, safe deserialisation); the newest usable one must have been
-        trained on these prompts with this seed. ResumeError (exit 2) when the run cannot resume as asked."""
-        mode, root = self.cfg.checkpoints.resume, self.ckpt.root
-        self._resume_from: tuple[Path, dict] | None = None
-        if mode == "never":
-            set_aside(root)  # an earlier run's checkpoints are kept, renamed; metrics.jsonl likewise in run()
-            return
-        usable, rejected = self.ckpt.scan()
-        for path in usable:
-            try:
-                state = load_state(path / "trainer_state.pt")
-            except CheckpointError as err:
-                log.warning("checkpoint %s is skipped: %s", path, err)
-                rejected.append((path, str(err)))
-                continue
+        """Before Ray starts: pick the checkpoint to resume from (checkpoints.resume; core.checkpoint.resume_point):
+        the newest usable one must have been trained on these prompts with this seed."""
+        def accept(path: Path) -> dict:
+            state = load_state(path / "trainer_state.pt")
             self._check_same_data(path, state)
-            self._resume_from = (path, state)
-            return
-        if rejected:
-            detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
-            raise ResumeError(f"checkpoints.resume={mode}: {len(rejected)} checkpoint(s) in {root}, none usable "
-                              f"({detail}); set checkpoints.resume=never to start over (they are kept, renamed)")
-        if mode == "must":
-            raise ResumeError(f"checkpoints.resume=must but there is no checkpoint in {root}")
+            return state
+
+        self._resume_from = resume_point(self.ckpt, self.cfg.checkpoints.resume, accept)
+        # an earlier run's metrics.jsonl is set aside in run() (prepare_metrics_file)
 
     def _check_same_data(self, path: Path, state: dict) -> None:
         saved = state.get("sampler", {})
@@ -242,36 +223,28 @@ class RLVRTrainer:
     def save(self) -> Path:
         """One checkpoint of the current step; an out-of-space failure says where and how much is needed."""
         path = self.ckpt.begin(self.step)
-        try:
+
+        def needed() -> int | None:
+            params = parameter_count(Path(self.cfg.model))
+            return checkpoint_bytes(params, critic_params=params if self.cfg.use_critic else None)
+
+        with out_of_space_guard(path, self.ckpt.root, needed):
             self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
             confirm_checkpoint_parts(path, self.learners, timeout_s=self.cfg.resources.startup_timeout_s)
             torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state()},
                        path / "trainer_state.pt")
             save_config(self.cfg, path / "config.yaml")
             return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint()})
-        except Exception as err:
-            if not is_disk_full(err, self.ckpt.root):
-                raise
-            shutil.rmtree(path, ignore_errors=True)  # the unsealed part would only take more space
-            params = parameter_count(Path(self.cfg.model))
-            raise disk_full_error(self.ckpt.root, checkpoint_bytes(
-                params, critic_params=params if self.cfg.use_critic else None)) from err
 
     def _check_update(self, step: int, results: list[dict[str, Any]]) -> None:
         """Never go on from (or save) non-finite state: a NaN/inf loss or grad norm (unless on_nonfinite=skip
         skipped those optimiser steps) or weight stops the run here, before anything is saved."""
         skip = self.cfg.on_nonfinite == "skip"
         for rank, r in enumerate(results):
-            bad = [] if skip else nonfinite_metrics(r)
-            if r.get("nonfinite/weights"):
-                bad.append(("the weights", f"non-finite in {int(r['nonfinite/weights'])} values"))
-            if bad:
-                newest = self.ckpt.latest()
-                key, value = bad[0]
-                raise TrainingStopped(
-                    f"step {step}: {key} is {value} on learner rank {rank}; stopped before saving, so no non-finite "
-                    f"state was written (newest checkpoint: {newest or 'none'}). Lower optim.lr or check the data"
-                    + ("" if skip else "; on_nonfinite=skip skips updates with non-finite gradients"))
+            problem = nonfinite_problem(r, r.get("nonfinite/weights", 0.0), skip=skip)
+            if problem is not None:
+                raise TrainingStopped(stop_message(f"step {step}", problem, self.ckpt.latest(), skip=skip,
+                                                   on=f"learner rank {rank}"))
 
     # ---- one RL step ----
     def generate(self, rows, *, step: int, samples: int, temperature: float, kind: str) -> list[dict[str, Any]]:

@@ -38,17 +38,16 @@ from core.checkpoint import (
     CheckpointManager,
     ResumeError,
     capture_rng_state,
-    disk_full_error,
-    is_disk_full,
     load_state,
+    out_of_space_guard,
     restore_rng_state,
+    resume_point,
     safe_deepspeed_load,
-    set_aside,
 )
 from core.config import save_config
 from core.device import DeviceInfo, torch_dtype
 from core.engine import all_reduce_sum, barrier, build_engine, log_batch_shape
-from core.finite import NonFiniteError, count_nonfinite, nonfinite_metrics
+from core.finite import NonFiniteError, count_nonfinite, nonfinite_problem, stop_message
 from core.logging import get_logger
 from core.losses import aggregate_loss, per_rank_units, train_micro_batches
 from core.metrics import MetricsLogger, prepare_metrics_file
@@ -174,15 +173,10 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
         mgr.begin(step)
     barrier()
     tmp = mgr.root / f".tmp-{mgr.step_name(step)}"
-    try:
+    with out_of_space_guard(tmp, mgr.root, lambda: checkpoint_bytes(parameter_count(Path(ctx.model_path)))):
         engine.save_checkpoint(str(tmp / "deepspeed"), tag="state")
         save_hf(engine, objective, ctx.tokenizer, tmp / "hf", rank=ctx.rank, zero_stage=ctx.cfg.engine.zero_stage)
         torch.save({"step": step, "rng": capture_rng_state()}, tmp / f"trainer_state_rank{ctx.rank}.pt")
-    except Exception as err:
-        if not is_disk_full(err, mgr.root):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # the unsealed part would only take more space
-        raise disk_full_error(mgr.root, checkpoint_bytes(parameter_count(Path(ctx.model_path)))) from err
     barrier()
     if ctx.rank == 0:
         mgr.commit(step, extra={"data_digest": data_digest, "world_size": ctx.world_size})
@@ -190,17 +184,9 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
 
 
 def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Path | None:
-    """The checkpoint to resume from (checkpoints.resume), chosen before the model loads: checked by content
-    (CheckpointManager.scan), written with this world size, on the same tokenised data. ResumeError (exit 2)
-    when the run cannot resume as asked."""
-    mode = ctx.cfg.checkpoints.resume
-    if mode == "never":
-        if ctx.rank == 0:
-            set_aside(mgr.root)
-        barrier()
-        return None
-    usable, rejected = mgr.scan()
-    for path in usable:
+    """The checkpoint to resume from (checkpoints.resume; core.checkpoint.resume_point), chosen before the model
+    loads: written with this world size, on the same tokenised data."""
+    def accept(path: Path) -> None:
         manifest = json.loads((path / "MANIFEST.json").read_text())
         if not (path / f"trainer_state_rank{ctx.rank}.pt").is_file():
             raise ResumeError(f"{path} was written by {manifest.get('world_size', 'another number of')} ranks, this "
@@ -210,14 +196,10 @@ def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Pa
             raise ResumeError(f"{path} was trained on other data (the tokenised examples differ: data.path, its "
                               "files, the template, tokenizer or max_length changed); resume with the same data, or "
                               "set checkpoints.resume=never to start over")
-        return path
-    if rejected:
-        detail = "; ".join(f"{p.name}: {why}" for p, why in rejected[:3])
-        raise ResumeError(f"checkpoints.resume={mode}: {len(rejected)} checkpoint(s) in {mgr.root}, none usable "
-                          f"({detail}); set checkpoints.resume=never to start over (they are kept, renamed)")
-    if mode == "must":
-        raise ResumeError(f"checkpoints.resume=must but there is no checkpoint in {mgr.root}")
-    return None
+
+    chosen = resume_point(mgr, ctx.cfg.checkpoints.resume, accept, set_aside_earlier=ctx.rank == 0)
+    barrier()  # rank 0 has set an earlier run aside (checkpoints.resume=never) before anyone writes
+    return None if chosen is None else chosen[0]
 
 
 def load_checkpoint(ctx: RunContext, ckpt: Path, engine) -> int:
@@ -234,17 +216,11 @@ def check_finite(ctx: RunContext, engine, step: int, metrics: dict[str, float], 
                  name: str) -> None:
     """Stop before anything is saved when the step's loss or grad norm (unless on_nonfinite=skip skipped such
     optimiser steps) or the weights are not finite (core.finite). Every rank reaches the same verdict."""
-    bad = [] if ctx.cfg.on_nonfinite == "skip" else nonfinite_metrics(metrics)
+    skip = ctx.cfg.on_nonfinite == "skip"
     weights = all_reduce_sum(torch.tensor([float(count_nonfinite(engine.module))], device=ctx.torch_device))
-    if weights.item():
-        bad.append(("the weights", f"non-finite in {int(weights.item())} values"))
-    if bad:
-        key, value = bad[0]
-        newest = mgr.latest()
-        raise NonFiniteError(f"{name} step {step}: {key} is {value}; stopped before saving, so no non-finite state "
-                             f"was written (newest checkpoint: {newest or 'none'}). Lower optim.lr or check the data"
-                             + ("" if ctx.cfg.on_nonfinite == "skip" else
-                                "; on_nonfinite=skip skips updates with non-finite gradients"))
+    problem = nonfinite_problem(metrics, weights.item(), skip=skip)
+    if problem is not None:
+        raise NonFiniteError(stop_message(f"{name} step {step}", problem, mgr.latest(), skip=skip))
 
 
 def write_final(ctx: RunContext, engine, objective: Objective, steps: int, metrics: dict[str, float]) -> Path:
