@@ -79,3 +79,28 @@ def autocast_context(mode: str, device: DeviceInfo):
     if device.kind == "cpu" and (mode == "bf16" or (mode == "auto" and cpu_supports_bf16())):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def matmul_peak_flop_per_s(dtype: str = "float32", threads: int | None = None, n: int = 2048,
+                           seconds: float = 1.0) -> float:
+    """The CPU's (or GPU's) dense matmul rate: the best of repeated n x n `torch.matmul`s in `dtype` with
+    `threads` torch threads, 2 n^3 FLOPs each, over about `seconds` after one warm-up. The ceiling a learner's
+    FLOP/s is compared with (bench/rlvr_step.py)."""
+    import time
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        dt = torch_dtype(dtype)
+        a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+        torch.matmul(a, b)
+        best, spent = float("inf"), 0.0
+        while spent < seconds:
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            dt_s = time.perf_counter() - t0
+            best, spent = min(best, dt_s), spent + dt_s
+        return 2.0 * n**3 / best
+    finally:
+        torch.set_num_threads(before)

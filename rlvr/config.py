@@ -35,10 +35,19 @@ class RolloutConfig(FrozenConfig):
     temperature: float = Field(1.0, gt=0, description="sampling temperature (SmolTulu: 1.0)")
     top_p: float = Field(1.0, gt=0, le=1)
     eval_temperature: float = Field(0.0, ge=0, description="0 = greedy decoding for evaluation")
+    async_steps: int = Field(0, ge=0, description="asynchronous rollouts: the generators produce the batches of "
+                             "steps t+1..t+k while the learners train on step t (weights synced at step "
+                             "boundaries; the PPO ratio uses the generators' log-probs, staleness logged). 0: "
+                             "generate, then learn, each step")
 
 
 class GenerationConfig(FrozenConfig):
-    backend: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: vLLM when importable, else HF generate")
+    backend: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: the faster of vLLM (when importable) "
+                                                   "and HF for this model, device and thread count, by a short "
+                                                   "probe cached in $RLVR_CACHE (rlvr.actors.backend_probe)")
+    dtype: Literal["auto", "float32", "bfloat16"] | None = Field(
+        None, description="generator weights; default float32 on CPU, bfloat16 on CUDA; auto: the faster on CPU "
+                          "(same probe)")
     num_generators: int = Field(1, ge=1, description="generator actors (each owns an engine)")
     num_cpus: float = Field(1, ge=0, description="Ray CPUs per generator actor")
     num_gpus: float = Field(0, ge=0, description="Ray GPUs per generator actor")
@@ -71,6 +80,9 @@ class PPOConfig(FrozenConfig):
     grpo_std_normalize: bool = Field(True, description="GRPO: divide by the group std (False = Dr. GRPO)")
     policy_loss: str = Field("ppo_clip", description="policy loss, a name in rlvr.algorithms.POLICY_LOSSES")
     value_loss: str = Field("clipped_mse", description="critic loss (PPO), a name in rlvr.algorithms.VALUE_LOSSES")
+    shared_prompt_forward: bool = Field(True, description="learner: compute each prompt once for all of its samples "
+                                        "in a micro-batch (rlvr.actors.shared_prompt; same log-probs and gradients "
+                                        "up to float rounding). Off under gradient checkpointing and ZeRO-3")
 
 
 class RewardsConfig(FrozenConfig):

@@ -10,10 +10,14 @@ One step (`train_step`) follows a prompt through four modules:
     -> weight sync (+ check)  rlvr.weight_sync.WeightSync
     -> log -> checkpoint every N -> evaluate every N
 
+Asynchronous rollouts (rollout.async_steps k >= 1, rlvr.rollouts): the generators produce the batches of steps
+t+1..t+k while the learners train on step t; k = 0 is the loop above, one phase after another.
+
 Exact resume: every random choice is a pure function of (seed, step, ...): prompt order (PromptSampler: seed,
 epoch), sampling seeds (seed, step, prompt index, sample index), mini-batch shuffles (seed, step, epoch, rank).
 A checkpoint holds the learners' DeepSpeed state (weights, optimiser, LR schedule), the sampler cursor, the RNG
-states and the step; after loading it the generators get the learner's weights before the first rollout.
+states, the step and the rollout batches in flight; after loading it the generators get the learner's weights
+before the first rollout.
 """
 
 from __future__ import annotations
@@ -56,37 +60,22 @@ from rlvr.actors.group import (
     colocated_placement_group,
     confirm_checkpoint_parts,
 )
+from rlvr.actors.perf import peak_rss_gib
 from rlvr.algorithms import compute_advantages
 from rlvr.config import RLVRConfig
 from rlvr.data.prompts import PromptDataError, load_prompts, without_held_out
 from rlvr.data.sampler import PromptSampler
 from rlvr.errors import TrainingStopped
+from rlvr.rollouts import Rollouts, _chunks, request_seed
 from rlvr.weight_sync import PROBE_MESSAGES, WeightSync, choose_transport
 
 log = get_logger(__name__)
-
-
-def request_seed(seed: int, step: int, prompt_index: int, sample_index: int, kind: str = "train") -> int:
-    """A sampling seed for one request, independent of batching and of which generator serves it."""
-    digest = hashlib.sha256(f"{kind}/{seed}/{step}/{prompt_index}/{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def cat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate [b_i, T_i] tensors along rows, right-padding each with 0 to the widest T."""
     width = max(t.shape[1] for t in tensors)
     return torch.cat([torch.nn.functional.pad(t.float(), (0, width - t.shape[1])) for t in tensors])
-
-
-def _chunks(items: list, n: int) -> list[list]:
-    """Split into n contiguous chunks of near-equal size (order kept)."""
-    k, r = divmod(len(items), n)
-    out, i = [], 0
-    for j in range(n):
-        size = k + (1 if j < r else 0)
-        out.append(items[i:i + size])
-        i += size
-    return out
 
 
 class RLVRTrainer:
@@ -152,6 +141,7 @@ class RLVRTrainer:
                                probe_prompt=probe, startup_timeout_s=res.startup_timeout_s,
                                master_addr=cfg.dist.master_addr)
         self.sync.connect()
+        self.rollouts = Rollouts(cfg, self.generators, self.sampler, list(self.train_set))
         log.info("actors: %s; %s; weight sync %s", ", ".join(self.learners.names), ", ".join(self.generators.names),
                  transport)
 
@@ -217,6 +207,8 @@ class RLVRTrainer:
         self.sampler.load_state_dict(state["sampler"])
         restore_rng_state(state["rng"])
         self.step = state["step"]
+        self.rollouts.load_state_dict(state.get("inflight", []))
+        self.rollouts.policy_step = self.step
         log.info("resumed from %s (step %d)", path, self.step)
         return True
 
@@ -231,8 +223,8 @@ class RLVRTrainer:
         with out_of_space_guard(path, self.ckpt.root, needed):
             self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
             confirm_checkpoint_parts(path, self.learners, timeout_s=self.cfg.resources.startup_timeout_s)
-            torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state()},
-                       path / "trainer_state.pt")
+            torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state(),
+                        "inflight": self.rollouts.state_dict()}, path / "trainer_state.pt")
             save_config(self.cfg, path / "config.yaml")
             return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint()})
 
@@ -248,24 +240,9 @@ class RLVRTrainer:
 
     # ---- one RL step ----
     def generate(self, rows, *, step: int, samples: int, temperature: float, kind: str) -> list[dict[str, Any]]:
-        reqs = []
-        for p, row in enumerate(rows):
-            ids = row.prompt_ids  # tokenised once, when loaded (rlvr.data.prompts)
-            for k in range(samples):
-                reqs.append({"row": row, "prompt_ids": ids, "seed": request_seed(self.cfg.seed, step, p, k, kind)})
-        gens, max_new = self.generators, self.cfg.rollout.max_new_tokens
-        shards = _chunks(reqs, len(gens))
-        used = [i for i, shard in enumerate(shards) if shard]
-        refs = [gens.actors[i].generate.remote(
-            [r["prompt_ids"] for r in shards[i]], [r["seed"] for r in shards[i]], max_new_tokens=max_new,
-            temperature=temperature, top_p=self.cfg.rollout.top_p if kind == "train" else 1.0) for i in used]
-        timeout = self.cfg.resources.generation_timeout_s(max_new, max(len(s) for s in shards),
-                                                          self.cfg.generation.max_num_seqs)
-        outs = gens.get(refs, "generation", ranks=used, timeout_s=timeout)
-        rollouts = [r for shard in outs for r in shard]
-        for req, ro in zip(reqs, rollouts):
-            req.update(response_ids=ro.response_ids, logprobs=ro.logprobs, finished=ro.finish_reason == "stop")
-        return reqs
+        """Generate and wait (evaluation; the weight sync's probe is rlvr.weight_sync)."""
+        batch = self.rollouts.submit(rows, step=step, samples=samples, temperature=temperature, kind=kind)
+        return self.rollouts.collect(batch).reqs
 
     def score(self, reqs: list[dict[str, Any]], *, enforce_budget: bool = True):
         texts = self.tokenizer.batch_decode([r["response_ids"] for r in reqs], skip_special_tokens=True)
@@ -282,13 +259,13 @@ class RLVRTrainer:
 
     def train_step(self) -> dict[str, Any]:
         """One RL step: prompts -> responses -> scores -> log-probs, reference log-probs and values (learners) ->
-        advantages (here, over the whole batch) -> policy/critic update (learners) -> weight sync."""
+        advantages (here, over the whole batch) -> policy/critic update (learners) -> weight sync. Asynchronous
+        (rollout.async_steps > 0): the step's batch was submitted earlier, and the next ones are submitted before
+        the learners start (rlvr.rollouts)."""
         cfg, step = self.cfg, self.step + 1
         t0 = time.perf_counter()
-        rows = self.sampler.next_batch()
-        reqs = self.generate(rows, step=step, samples=cfg.rollout.samples_per_prompt,
-                             temperature=cfg.rollout.temperature, kind="train")
-        t_gen = time.perf_counter() - t0
+        gen_batch, t_gen = self.rollouts.next_batch(step)
+        rows, reqs = gen_batch.rows, gen_batch.reqs
 
         t1 = time.perf_counter()
         scores = self.score(reqs)
@@ -300,7 +277,7 @@ class RLVRTrainer:
                    for r in reqs]
         prepared = self.learners.get(self.learners.call_sharded("prepare", [(s,) for s in _chunks(samples, W)]),
                                      "learner prepare")
-        batch = {key: cat_padded([p[key] for p in prepared])
+        batch = {key: None if prepared[0][key] is None else cat_padded([p[key] for p in prepared])
                  for key in ("mask", "logprobs", "ref_logprobs", *(("values",) if cfg.use_critic else ()))}
         batch["scores"] = torch.tensor(scores.values, dtype=torch.float32)
         batch["finished"] = torch.tensor([r["finished"] for r in reqs])
@@ -317,28 +294,34 @@ class RLVRTrainer:
         t_learn = time.perf_counter() - t2
 
         sync_metrics = self.sync.sync()
+        self.rollouts.policy_step = step
         if cfg.weight_sync.verify and self.sync.version % cfg.weight_sync.verify_every == 0:
             sync_metrics["weight_sync/max_logprob_diff"] = self.sync.verify()
         self.step = step
 
-        metrics: dict[str, Any] = {k: sum(r[k] for r in results) / W for k in results[0]}
+        metrics: dict[str, Any] = {k: sum(r[k] for r in results) / W for k in results[0] if not k.startswith("sum/")}
         metrics.update(scores.metrics("reward"))
         metrics.update(adv_metrics)
+        metrics.update(_learner_sums(results, prepared, batch["mask"]))
         resp_tokens = sum(len(r["response_ids"]) for r in reqs)
         all_tokens = resp_tokens + sum(len(r["prompt_ids"]) for r in reqs)
-        gaps = [g for p in prepared for g in p["logprob_gap"]]
         metrics.update({
             "response/length_mean": resp_tokens / len(reqs),
             "response/finished_fraction": sum(r["finished"] for r in reqs) / len(reqs),
-            "gen/logprob_diff": sum(gaps) / len(gaps) if gaps else 0.0,
+            "rollout/staleness": float(step - 1 - gen_batch.policy_step),
             "time/generation_s": t_gen, "time/scoring_s": t_score, "time/learner_s": t_learn,
             "time/step_s": time.perf_counter() - t0,
-            "tokens_per_s/generation": resp_tokens / max(t_gen, 1e-9),
             "tokens_per_s/learner": all_tokens / max(t_learn, 1e-9),
             "tokens_per_s/end_to_end": resp_tokens / max(time.perf_counter() - t0, 1e-9),
+            "memory/driver_peak_rss_gib": peak_rss_gib(),
             "prompt_ids": [r.id for r in rows],
             **sync_metrics,
         })
+        if not cfg.rollout.async_steps:  # asynchronous: t_gen is only the wait, not the generation time
+            metrics["tokens_per_s/generation"] = resp_tokens / max(t_gen, 1e-9)
+        if step == cfg.train.total_steps:  # peak memory only grows: the last step's is the run's
+            rss = self.generators.get(self.generators.call("peak_rss_gib"), "generator memory")
+            metrics["memory/generator_peak_rss_gib"] = max(rss)
         return metrics
 
     # ---- evaluation ----
@@ -393,6 +376,29 @@ class RLVRTrainer:
         self.learners.get(self.learners.call("save_hf", str(final)), "saving the final model")
         summary = {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))}
         return TrainResult(output_dir=self.out, model_dir=final, metrics=summary, steps=self.step)
+
+
+def _learner_sums(results: list[dict[str, Any]], prepared: list[dict[str, Any]], mask: torch.Tensor
+                  ) -> dict[str, float]:
+    """Metrics the learners report as sums over their rows (rlvr.actors.learner.Learner.update), added up over
+    ranks: the KL to the reference and the generator gap where the first update computed them, and the learners'
+    speed (perf/learner_flop_per_s: useful FLOPs / compute seconds, the mean over ranks) and peak memory."""
+    def total(key: str) -> float:
+        return sum(r.get(key, 0.0) for r in results)
+
+    out = {"perf/learner_flops": total("sum/flops"),
+           "perf/learner_compute_s": max(r["sum/learner_compute_s"] for r in results),
+           "perf/learner_flop_per_s": sum(r["sum/flops"] / max(r["sum/learner_compute_s"], 1e-9)
+                                          for r in results) / len(results),
+           "memory/learner_peak_rss_gib": max(r["memory/learner_peak_rss_gib"] for r in results)}
+    if any("sum/kl" in r for r in results):
+        out["kl/sequence_mean"] = total("sum/kl") / mask.shape[0]
+        out["kl/token_mean"] = total("sum/kl") / max(float(mask.sum()), 1.0)
+    gaps = [g for p in prepared for g in p["logprob_gap"]]
+    rows = len(gaps) + total("sum/gap_rows")
+    if rows:
+        out["gen/logprob_diff"] = (sum(gaps) + total("sum/gap")) / rows
+    return out
 
 
 def _progress(total: int, start: int, enabled: bool):

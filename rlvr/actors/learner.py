@@ -7,17 +7,24 @@ same for all three. On a small model that is the cheapest layout; a separate ref
 change to this file only.
 
 A step, as the driver (rlvr.trainer) calls it:
-    prepare(samples)                  no-grad pass: per-token log-probs, reference log-probs and values of this
-                                      rank's samples, kept here and returned to the driver, which computes the
-                                      advantages of the whole batch (rlvr.algorithms.compute_advantages)
+    prepare(samples)                  no-grad pass: reference log-probs, values and (only where needed, see
+                                      `old_logprobs_source`) the policy's log-probs of this rank's samples, kept
+                                      here and returned to the driver, which computes the advantages of the whole
+                                      batch (rlvr.algorithms.compute_advantages)
     update(step, advantages, returns) epochs x mini-batches of clipped policy (and value) updates; the losses come
                                       from the registries the config names (ppo.policy_loss, ppo.value_loss)
+No forward pass is done that the step does not need: none of the reference when ppo.kl_coef is 0, none of the
+critic without one (GRPO/RLOO), and none of the policy in `prepare` when the update is the first and only one on
+the batch and the KL is not in the reward (the old log-probs are then the update's own, detached). Micro-batches
+are cut by length and trimmed of padding (rlvr.actors.batch). Each update reports its useful FLOPs and compute
+seconds (rlvr.actors.perf) and the process's peak memory.
 Loss normalisation (core.losses): every micro-batch loss is sum(per-token) / (global tokens of its mini-batch /
 world size), backward without DeepSpeed's 1/accumulation scaling; DeepSpeed's gradient averaging over ranks
 completes the mean, so the gradient is the same however the batch is sharded or accumulated.
 
 Temperature: log-probs are always computed from logits / rollout.temperature (old, new and reference), the
-distribution the samples were drawn from.
+distribution the samples were drawn from; the generators report theirs at the same temperature (the behaviour
+policy of asynchronous rollouts).
 
 A plain class: `Learner(cfg, 0, 1, master_addr, port)` joins a one-rank gloo group and builds its engines without
 Ray (tests/rlvr/test_learner.py); rlvr.actors.group wraps it as a Ray actor, one per rank.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
 import torch
@@ -38,7 +46,23 @@ from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_d
 from core.finite import count_nonfinite
 from core.logging import get_logger
 from core.losses import aggregate_loss, per_rank_units, train_micro_batches
-from rlvr.actors.node import whereami
+from rlvr.actors.batch import (
+    build_batch,
+    gather_positions,
+    grouped_micro_batches,
+    length_sorted_micro_batches,
+    select_rows,
+    sequence_lengths,
+    trim,
+)
+from rlvr.actors.node import list_files, read_text, whereami
+from rlvr.actors.perf import flop_model, peak_rss_gib
+from rlvr.actors.shared_prompt import (
+    duplicate_prompt_lengths,
+    prompt_groups,
+    shared_prompt_logits,
+    worth_sharing,
+)
 from rlvr.actors.weight_transport import join_group, send_broadcast
 from rlvr.algorithms import (
     POLICY_LOSSES,
@@ -60,45 +84,6 @@ def load_value_model(cfg: RLVRConfig) -> torch.nn.Module:
     return load_rm_value(cfg.value_model or cfg.model)
 
 
-# ---- batch layout ----
-
-def build_batch(samples: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+response sequences and the response-token view of them.
-
-    input_ids, attention_mask: [B, L]; response_ids, response_mask: [B, T]; index [B, T] = sequence position
-    whose logits predict response token t (prompt_len - 1 + t)."""
-    B = len(samples)
-    L = max(len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples)
-    T = max(max(len(s["response_ids"]) for s in samples), 1)
-    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, L), dtype=torch.long)
-    response_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    response_mask = torch.zeros((B, T), dtype=torch.float32)
-    index = torch.zeros((B, T), dtype=torch.long)
-    for i, s in enumerate(samples):
-        p, r = s["prompt_ids"], s["response_ids"]
-        seq = list(p) + list(r)
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention_mask[i, : len(seq)] = 1
-        if r:
-            response_ids[i, : len(r)] = torch.tensor(r)
-            response_mask[i, : len(r)] = 1
-        index[i] = (len(p) - 1 + torch.arange(T)).clamp(max=L - 1)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_ids": response_ids,
-            "response_mask": response_mask, "index": index}
-
-
-def _gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x [B, L, ...] at positions index [B, T] -> [B, T, ...]."""
-    if x.dim() == 2:
-        return torch.gather(x, 1, index)
-    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-
-
-def _slice(batch: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
-    return {k: v[rows] for k, v in batch.items()}
-
-
 class Learner:
     """One rank. Plain class; the Ray actor is `ray.remote(Learner)` placed by rlvr.actors.group.LearnerGroup."""
 
@@ -113,6 +98,9 @@ class Learner:
         self.torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device.kind == "cuda" \
             else torch.device("cpu")
         self._data: dict[str, torch.Tensor] | None = None
+        self._share_prompts = (cfg.ppo.shared_prompt_forward and not cfg.engine.gradient_checkpointing
+                               and cfg.engine.zero_stage <= 2)
+        self._flops, self._time, self._first_pass = 0.0, 0.0, {}
         if master_addr is not None and master_port is not None:
             self.join(master_addr, master_port)
             self.build()
@@ -156,38 +144,37 @@ class Learner:
         if cfg.use_critic:
             self.value = build_engine(load_value_model(cfg), cfg.learner_optim("value"), cfg.engine,
                                       total_steps=total, world_size=world_size, device=self.device)
+        self._flop_models = {"policy": flop_model(self.policy.module)}
+        if self.value is not None:
+            self._flop_models["value"] = flop_model(self.value.module)
         log.info("learner rank %d/%d ready (pid %d)", self.rank, world_size, os.getpid())
         return self.info()
 
     def read_text(self, path: str) -> str | None:
         """The file's text as this rank's node sees it (None when absent): the shared-folder check."""
-        try:
-            with open(path) as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+        return read_text(path)
 
     def list_files(self, path: str) -> list[tuple[str, int]]:
         """(relative path, size) of every file under `path` as this rank's node sees it (checkpoint sealing)."""
-        root = os.path.abspath(path)
-        out = []
-        for folder, _, names in os.walk(root):
-            for name in names:
-                full = os.path.join(folder, name)
-                out.append((os.path.relpath(full, root), os.path.getsize(full)))
-        return sorted(out)
+        return list_files(path)
 
     # ---- forward passes ----
-    @staticmethod
-    def _response_logits(engine, batch) -> torch.Tensor:
+    def _shares(self, batch) -> bool:
+        """Whether this micro-batch's policy/reference passes compute each shared prompt once."""
+        return self._share_prompts and worth_sharing(batch)
+
+    def _response_logits(self, engine, batch) -> torch.Tensor:
         """Logits at the positions that predict response tokens [B, T, V]. Only the sequence tail from the
         earliest response position is projected onto the vocabulary (`logits_to_keep`): with a 49k vocabulary
-        the full [B, L, V] logits would dominate memory."""
+        the full [B, L, V] logits would dominate memory. Rows sharing a prompt compute it once
+        (rlvr.actors.shared_prompt)."""
+        if self._shares(batch):
+            return shared_prompt_logits(engine, batch, self.pad_id)
         L = batch["input_ids"].shape[1]
         first = int(batch["index"][:, 0].min())
         keep = L - first
         out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-        return _gather_positions(out.logits, batch["index"] - first)
+        return gather_positions(out.logits, batch["index"] - first)
 
     def _autocast(self):
         """bf16 matmuls on a CPU that has them (engine.cpu_autocast); fp32 weights and log-softmax either way."""
@@ -204,11 +191,44 @@ class Learner:
     def _values(self, batch):
         with self._autocast():
             values = self.value(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return _gather_positions(values.float(), batch["index"])
+        return gather_positions(values.float(), batch["index"])
 
-    def _micro_batches(self, n: int, role: str = "policy"):
-        mb = self.cfg.learner_optim(role).per_device_batch_size
-        return [list(range(i, min(i + mb, n))) for i in range(0, n, mb)]
+    def _micro_batches(self, batch: dict[str, torch.Tensor], role: str = "policy"):
+        """The batch cut into micro-batches by length (rlvr.actors.batch), each trimmed of unneeded padding:
+        (row indices, micro-batch) pairs."""
+        size = self.cfg.learner_optim(role).per_device_batch_size
+        lengths = sequence_lengths(batch)
+        if self._share_prompts:
+            cuts = grouped_micro_batches(prompt_groups(batch)[1].tolist(), lengths, size)
+        else:
+            cuts = length_sorted_micro_batches(lengths, size)
+        for rows in cuts:
+            yield rows, trim(select_rows(batch, rows))
+
+    def _count(self, role: str, micro: dict[str, torch.Tensor], passes: int) -> None:
+        """Add the useful FLOPs of `passes` forward-equivalents of `role` on `micro` (rlvr.actors.perf)."""
+        fm = self._flop_models[role]
+        flops = fm.forward(sequence_lengths(micro), int(micro["response_mask"].sum()))
+        if role == "policy" and self._shares(micro):
+            flops -= fm.prompt_copies(duplicate_prompt_lengths(micro))
+        self._flops += passes * flops
+
+    @property
+    def old_logprobs_source(self) -> str:
+        """Where the PPO ratio's old log-probs come from:
+        behaviour  asynchronous rollouts (rollout.async_steps > 0): the generator's log-probs of the sampled tokens
+                   at the learner's temperature, i.e. the policy that produced them (it may be k updates old)
+        recompute  a no-grad forward in `prepare`: needed when more than one update uses the batch (epochs x
+                   mini-batches > 1: later updates keep the ratio to the policy before the first) or when the KL
+                   is in the reward (the advantages need the policy's log-probs)
+        current    the first and only update on this batch: old = the update's own log-probs, detached (the
+                   same weights), so `prepare` needs no policy forward"""
+        cfg = self.cfg
+        if cfg.rollout.async_steps > 0:
+            return "behaviour"
+        if cfg.optimizer_steps_per_rl_step > 1 or (cfg.kl_in_reward and cfg.ppo.kl_coef > 0):
+            return "recompute"
+        return "current"
 
     @torch.no_grad()
     def sequence_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
@@ -224,47 +244,82 @@ class Learner:
     # ---- step part 1 ----
     @torch.no_grad()
     def prepare(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """The no-grad pass over this rank's samples: per-token log-probs (old policy), reference log-probs and
-        values, kept here for `update` and returned for the driver's compute_advantages (rlvr.algorithms).
+        """The no-grad pass over this rank's samples: reference log-probs, values and, where the update needs
+        them first (`old_logprobs_source` recompute), the policy's log-probs; kept here for `update` and returned
+        for the driver's compute_advantages (rlvr.algorithms).
 
-        Returns logprobs, ref_logprobs, mask and values (None without a critic), each [b, T] on CPU, 0 on padding
-        (T: this rank's longest response), and the learner-vs-generator log-prob gap per sample (a diagnostic)."""
+        `samples[i]["logprobs"]`: the generator's log-probs of the response tokens at the sampling temperature
+        (the behaviour policy); required with asynchronous rollouts.
+        Returns logprobs (the old policy's: None when they come from the update itself), ref_logprobs (None
+        without a reference), mask and values (None without a critic), each [b, T] on CPU, 0 on padding (T: this
+        rank's longest response), and the generator-vs-learner log-prob gap per sample where the policy ran."""
+        t0 = time.perf_counter()
+        self._flops = 0.0
         batch = self._to_device(build_batch(samples, self.pad_id))
-        old_lp, ref_lp, values = [], [], []
+        B, T = batch["response_mask"].shape
+        source = self.old_logprobs_source
+        if any(s.get("logprobs") is not None for s in samples) or source == "behaviour":
+            gen = torch.zeros((B, T), dtype=torch.float32)
+            for i, s in enumerate(samples):
+                lp = s.get("logprobs")
+                if lp is None or len(lp) != len(s["response_ids"]):
+                    raise ValueError(f"learner rank {self.rank}: sample {i} has {0 if lp is None else len(lp)} "
+                                     f"generator log-probs for {len(s['response_ids'])} response tokens")
+                gen[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
+            batch["gen_logprobs"] = gen.to(self.torch_device)
+        old = torch.zeros((B, T), device=self.torch_device) if source == "recompute" else None
+        ref = torch.zeros((B, T), device=self.torch_device) if self.ref is not None else None
+        values = torch.zeros((B, T), device=self.torch_device) if self.value is not None else None
         self.policy.train(False)
         if self.value is not None:
             self.value.train(False)
-        for rows in self._micro_batches(len(samples)):
-            mb = _slice(batch, rows)
-            old_lp.append(self._logprobs(self.policy, mb)[0])
-            if self.ref is not None:
-                ref_lp.append(self._logprobs(self.ref, mb)[0])
-            if self.value is not None:
-                values.append(self._values(mb))
-        batch["old_logprobs"] = torch.cat(old_lp)
-        batch["ref_logprobs"] = torch.cat(ref_lp) if ref_lp else batch["old_logprobs"].clone()  # kl_coef 0: KL 0
-        if values:
-            batch["old_values"] = torch.cat(values)
+        for rows, mb in self._micro_batches(batch):
+            t = mb["response_mask"].shape[1]
+            if old is not None:
+                old[rows, :t] = self._logprobs(self.policy, mb)[0]
+                self._count("policy", mb, 1)
+            if ref is not None:
+                ref[rows, :t] = self._logprobs(self.ref, mb)[0]
+                self._count("policy", mb, 1)
+            if values is not None:
+                values[rows, :t] = self._values(mb)
+                self._count("value", mb, 1)
+        if source == "behaviour":
+            old = batch["gen_logprobs"]
+        batch["old_logprobs"] = old  # None: the update's own, detached
+        batch["ref_logprobs"] = ref
+        if values is not None:
+            batch["old_values"] = values
         self._data = batch
-        gap = []  # generator log-probs (raw) vs the learner's: meaningful at temperature 1
-        for i, s in enumerate(samples):
-            m = len(s["response_ids"])
-            if m and s.get("logprobs") is not None:
-                g = torch.tensor(s["logprobs"], dtype=torch.float32, device=self.torch_device)
-                gap.append((g - batch["old_logprobs"][i, :m]).abs().mean().item())
+        gap = []  # generator vs learner log-probs of the same tokens, where the policy ran here
+        if source == "recompute" and "gen_logprobs" in batch:
+            for i, s in enumerate(samples):
+                m = len(s["response_ids"])
+                if m:
+                    gap.append((batch["gen_logprobs"][i, :m] - old[i, :m]).abs().mean().item())
+        self._time = time.perf_counter() - t0
         mask = batch["response_mask"]
-        return {"logprobs": (batch["old_logprobs"] * mask).cpu(), "ref_logprobs": (batch["ref_logprobs"] * mask).cpu(),
-                "mask": mask.cpu(), "values": (batch["old_values"] * mask).cpu() if values else None,
+
+        def out(x):
+            return None if x is None else (x * mask).cpu()
+
+        return {"logprobs": out(old), "ref_logprobs": out(ref), "mask": mask.cpu(), "values": out(values),
                 "logprob_gap": gap}
 
     # ---- step part 2 ----
     def update(self, step: int, advantages: torch.Tensor, returns: torch.Tensor | None = None) -> dict[str, float]:
         """PPO-style update on the prepared samples: `advantages` [b, T] from compute_advantages (the rows and
         width `prepare` returned), `returns` [b, T] for the critic (PPO). Then epochs x mini-batches of clipped
-        policy (and value) updates."""
+        policy (and value) updates.
+
+        Besides the per-token means of the losses' statistics it returns sums over this rank's rows, taken on
+        the first pass over the batch (keys `sum/...`, added up over ranks by the driver): the KL to the reference
+        and the generator-vs-learner log-prob gap where `prepare` did not compute them, and the useful FLOPs and
+        seconds of prepare + update (rlvr.actors.perf)."""
         cfg, d = self.cfg, self._data
         if d is None:
             raise RuntimeError("update() before prepare()")
+        t0 = time.perf_counter()
         mask = d["response_mask"]
         if tuple(advantages.shape) != tuple(mask.shape):
             raise ValueError(f"learner rank {self.rank}: advantages of shape {tuple(advantages.shape)} for a prepared "
@@ -278,13 +333,15 @@ class Learner:
         n = mask.shape[0]
         mb_size = n // cfg.ppo.num_mini_batches
         sums: dict[str, float] = {}
+        self._first_pass: dict[str, float] = {}
         counts = 0
         for epoch in range(cfg.ppo.epochs):
             # a stateless, seeded shuffle: the same on resume, independent of any global RNG
             order = list(range(n))
             random.Random(f"minibatch/{cfg.seed}/{step}/{epoch}/{self.rank}").shuffle(order)
             for k in range(cfg.ppo.num_mini_batches):
-                stats = self._train_mini_batch(_slice(d, order[k * mb_size:(k + 1) * mb_size]))
+                stats = self._train_mini_batch(select_rows(d, order[k * mb_size:(k + 1) * mb_size]),
+                                               first_pass=epoch == 0)
                 for key, v in stats.items():
                     sums[key] = sums.get(key, 0.0) + v
                 counts += 1
@@ -294,9 +351,13 @@ class Learner:
             metrics["value/lr"] = self.value.get_lr()[0]
         engines = [e for e in (self.policy, self.value) if e is not None]
         metrics["nonfinite/weights"] = float(sum(count_nonfinite(e.module) for e in engines))  # checked by the driver
+        metrics.update({f"sum/{k}": v for k, v in self._first_pass.items()})
+        metrics["sum/flops"] = self._flops
+        metrics["sum/learner_compute_s"] = self._time + time.perf_counter() - t0
+        metrics["memory/learner_peak_rss_gib"] = peak_rss_gib()
         return metrics
 
-    def _train_mini_batch(self, mb: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _train_mini_batch(self, mb: dict[str, torch.Tensor], *, first_pass: bool) -> dict[str, float]:
         """One optimiser step of the policy (and of the critic) on a mini-batch. Losses are normalised by the
         mini-batch's token count over all ranks (core.losses)."""
         cfg = self.cfg
@@ -305,16 +366,33 @@ class Learner:
         num_tokens = per_rank_units(global_tokens, self.world_size)
         policy_loss = POLICY_LOSSES[cfg.ppo.policy_loss]
         kl_in_loss = not cfg.kl_in_reward and self.ref is not None and cfg.ppo.kl_coef > 0
+        # what `prepare` left to the first pass: the KL and the generator gap of the update's own log-probs
+        kl_here = self.ref is not None and mb["old_logprobs"] is None
+        gap_here = "gen_logprobs" in mb and self.old_logprobs_source != "recompute"
+        acc = self._first_pass
 
         def policy_step(micro):
             m = micro["response_mask"]
             lp, ent = self._logprobs(self.policy, micro, with_entropy=True)
-            loss, pm = policy_loss(lp, micro["old_logprobs"], micro["advantages"], m, clip_eps=cfg.ppo.clip_eps,
+            self._count("policy", micro, 3)
+            old = lp.detach() if micro["old_logprobs"] is None else micro["old_logprobs"]
+            loss, pm = policy_loss(lp, old, micro["advantages"], m, clip_eps=cfg.ppo.clip_eps,
                                    clip_eps_high=cfg.ppo.clip_eps_high, num_tokens=num_tokens,
                                    log_ratio_clip=cfg.ppo.log_ratio_clip)
-            if kl_in_loss:
+            kl = None
+            if kl_in_loss or (first_pass and kl_here):
                 kl = kl_estimate(lp, micro["ref_logprobs"], cfg.kl_estimator)
+            if kl_in_loss:
                 loss = loss + cfg.ppo.kl_coef * aggregate_loss(kl, m, num_units=num_tokens)
+            if first_pass:
+                with torch.no_grad():
+                    if kl_here:
+                        acc["kl"] = acc.get("kl", 0.0) + (kl.detach() * m).sum().item()
+                    if gap_here:
+                        rows = m.sum(1).clamp(min=1)
+                        per_row = ((micro["gen_logprobs"] - lp.detach()).abs() * m).sum(1) / rows
+                        acc["gap"] = acc.get("gap", 0.0) + per_row[m.sum(1) > 0].sum().item()
+                        acc["gap_rows"] = acc.get("gap_rows", 0.0) + float((m.sum(1) > 0).sum())
             w = m.sum().item()  # token-weighted sums of the per-micro-batch means
             return loss, {"policy/entropy": (ent * m).sum().item(), **{k: v * w for k, v in pm.items()}}
 
@@ -324,6 +402,7 @@ class Learner:
 
             def value_step(micro):
                 m = micro["response_mask"]
+                self._count("value", micro, 3)
                 loss, vm = value_loss(self._values(micro), micro["old_values"], micro["returns"], m,
                                       clip_eps=cfg.ppo.value_clip_eps, num_tokens=num_tokens)
                 w = m.sum().item()
@@ -336,7 +415,7 @@ class Learner:
         """The micro-batch loop of one engine (core.losses.train_micro_batches): `<role>/loss`, grad norm, skipped
         steps, and loss_fn's token-weighted statistics as per-token means over the mini-batch on this rank."""
         engine.train()
-        micro = (_slice(mb, rows) for rows in self._micro_batches(mb["input_ids"].shape[0], role))
+        micro = (m for _, m in self._micro_batches(mb, role))
         out = train_micro_batches(engine, micro, loss_fn, skip_nonfinite=self.cfg.on_nonfinite == "skip")
         tokens = max(mb["response_mask"].sum().item(), 1)
         return {f"{role}/loss": out.loss,

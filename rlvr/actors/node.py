@@ -1,5 +1,6 @@
-"""Where this process runs: pid, node address and id, the GPUs Ray gave it. Ray is optional here: the learner and
-the generator also run as plain objects without Ray (tests, world size 1), and then this is the local machine."""
+"""Where this process runs: pid, node address and id, the GPUs Ray gave it; files as this node sees them. Ray is
+optional here: the learner and the generator also run as plain objects without Ray (tests, world size 1), and then
+this is the local machine."""
 
 from __future__ import annotations
 
@@ -17,3 +18,23 @@ def whereami() -> dict[str, Any]:
     gpus = ctx.get_accelerator_ids().get("GPU", [])
     return {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address(), "node_id": ctx.get_node_id(),
             "gpu_ids": [str(g) for g in gpus]}
+
+
+def read_text(path: str) -> str | None:
+    """The file's text as this process's node sees it (None when absent)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def list_files(path: str) -> list[tuple[str, int]]:
+    """(relative path, size) of every file under `path` as this process's node sees it, sorted."""
+    root = os.path.abspath(path)
+    out = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            full = os.path.join(folder, name)
+            out.append((os.path.relpath(full, root), os.path.getsize(full)))
+    return sorted(out)

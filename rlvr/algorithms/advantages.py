@@ -13,6 +13,8 @@ The batch is a dict of tensors, B sequences, T response tokens (right-padded):
     scores [B] float (verifier scores in [0, 1]), finished [B] bool (ended with a stop token),
     mask [B, T] (1 on real response tokens), logprobs [B, T] and ref_logprobs [B, T] (at the sampling temperature,
     rlvr.actors.learner.Learner.prepare), values [B, T] (the critic's, gae only).
+logprobs may be None when the KL is not in the reward (the learner's first update computes the policy's log-probs
+and reports the KL metrics itself); ref_logprobs is None without a reference (kl_coef 0: the KL is 0).
 Samples of one prompt are contiguous (group_size of them) for grpo/rloo.
 
 Each estimator in ADVANTAGE_ESTIMATORS takes (batch, params) and returns (advantages [B, T], returns [B, T] or None,
@@ -102,13 +104,22 @@ def _shaping(batch: dict[str, Tensor], params: AdvantageParams) -> tuple[Tensor,
     mask = batch["mask"].float()
     seq = sequence_rewards(batch["scores"], batch["finished"], verified_reward=params.verified_reward,
                            no_eos_penalty=params.no_eos_penalty)
-    kl = kl_estimate(batch["logprobs"], batch["ref_logprobs"], params.kl_estimator) * mask
     metrics = {
         "reward/shaped_mean": seq.mean().item(),
         "reward/no_eos_fraction": (~batch["finished"].bool()).float().mean().item(),
-        "kl/sequence_mean": kl.sum(1).mean().item(),
-        "kl/token_mean": masked_mean(kl, mask).item(),
     }
+    if batch.get("logprobs") is None or batch.get("ref_logprobs") is None:
+        if params.kl_in_reward and params.kl_coef > 0:
+            raise ValueError("the KL penalty in the reward needs the policy's and the reference's log-probs "
+                             "(batch['logprobs'], batch['ref_logprobs'])")
+        # no reference (kl_coef 0): KL 0; no old log-probs (the learner's first update computes them): the
+        # learner reports the KL of its own log-probs
+        kl = torch.zeros_like(mask)
+        if batch.get("ref_logprobs") is not None:
+            return seq, kl, metrics
+    else:
+        kl = kl_estimate(batch["logprobs"], batch["ref_logprobs"], params.kl_estimator) * mask
+    metrics.update({"kl/sequence_mean": kl.sum(1).mean().item(), "kl/token_mean": masked_mean(kl, mask).item()})
     return seq, kl, metrics
 
 

@@ -184,3 +184,20 @@ def test_loss_reduction_is_invariant_to_sharding_and_accumulation(seed):
 def test_aggregate_loss_default_is_token_mean():
     x = torch.tensor([[1.0, 2.0, 9.0]])
     assert aggregate_loss(x, torch.tensor([[1, 1, 0]])).item() == 1.5
+
+
+def test_advantages_without_old_logprobs_need_the_kl_outside_the_reward():
+    """The learner leaves the policy's log-probs out of `prepare` when its first update computes them: the group
+    estimators then run without them (the learner reports the KL); the KL in the reward cannot."""
+    from rlvr.algorithms import AdvantageParams, compute_advantages
+
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    batch = {"mask": mask, "logprobs": None, "ref_logprobs": -torch.ones(2, 3), "scores": torch.tensor([1.0, 0.0]),
+             "finished": torch.tensor([True, True])}
+    adv, _, metrics = compute_advantages("grpo", batch, AdvantageParams(group_size=2, kl_in_reward=False))
+    assert "kl/token_mean" not in metrics and adv[0, 0] > 0 > adv[1, 0]
+    with pytest.raises(ValueError, match="KL penalty in the reward"):
+        compute_advantages("grpo", batch, AdvantageParams(group_size=2, kl_in_reward=True, kl_coef=0.1))
+    no_ref = {**batch, "ref_logprobs": None}  # kl_coef 0: no reference, KL 0
+    _, _, metrics = compute_advantages("rloo", no_ref, AdvantageParams(group_size=2, kl_in_reward=True, kl_coef=0))
+    assert metrics["kl/token_mean"] == 0.0 and metrics["kl/sequence_mean"] == 0.0

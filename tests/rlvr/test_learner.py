@@ -1,7 +1,8 @@
-"""The learner without Ray: a plain `Learner` at world size 1 on gloo. One PPO and one GRPO step on the tiny model,
-each compared with the same step done by hand from the pure functions (rlvr.algorithms) on the same batch, in one
-piece (no micro-batches): the log-probs and values `prepare` returns, the loss, the gradient norm, and the weights
-after the optimiser step (AdamW after clipping to optim.max_grad_norm, as DeepSpeed does)."""
+"""The learner without Ray: a plain `Learner` at world size 1 on gloo. One PPO, one GRPO and one asynchronous-rollout
+step on the tiny model, each compared with the same step done by hand from the pure functions (rlvr.algorithms) on
+the same batch, in one piece (the learner cuts it into micro-batches by length): the log-probs and values
+`prepare` returns (and the forwards it leaves out), the loss, the gradient norm, the weights after the optimiser
+step (AdamW after clipping to optim.max_grad_norm, as DeepSpeed does), and the FLOPs it counts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from core.config import config_to_dict, load_config
 from core.engine import free_port
 from rlvr.actors.learner import Learner
+from rlvr.actors.perf import flop_model
 from rlvr.algorithms import (
     compute_advantages,
     compute_gae,
@@ -28,7 +30,7 @@ from rlvr.config import RLVRConfig
 from sft_dpo.reward_model import load_value_model
 
 TEMPERATURE = 0.7
-PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14]]
+PROMPTS = [[5, 6, 7, 8], [5, 6, 7, 8], [11, 12, 13], [11, 12, 13]]  # two groups of two samples, as GRPO draws them
 RESPONSES = [[20, 21, 22], [23, 24, 25, 26, 27], [28], [29, 30]]
 SCORES = torch.tensor([1.0, 0.0, 0.5, 1.0])
 FINISHED = torch.tensor([True, True, False, True])
@@ -120,6 +122,7 @@ def test_ppo_update_matches_the_pure_functions_by_hand(learner_factory, tiny_mod
     before = {k: v.detach().clone() for k, v in learner.policy.module.named_parameters()}
     critic_before = {k: v.detach().clone() for k, v in learner.value.module.named_parameters()}
 
+    assert learner.old_logprobs_source == "recompute"  # the KL is in the reward: the advantages need them
     prep = learner.prepare(samples)
     old_lp, values = _response_logprobs(policy, samples).detach(), _response_values(critic, samples).detach()
     mask = _padded([torch.ones(len(r)) for r in RESPONSES])
@@ -165,12 +168,17 @@ def test_grpo_update_matches_the_pure_functions_by_hand(learner_factory, tiny_mo
     reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).requires_grad_(False)
     before = {k: v.detach().clone() for k, v in learner.policy.module.named_parameters()}
 
+    # one update on the batch and the KL in the loss: prepare runs the reference only, the update's own
+    # log-probs (detached) are the old ones
+    assert learner.old_logprobs_source == "current"
     prep = learner.prepare(samples)
-    assert prep["values"] is None
+    assert prep["values"] is None and prep["logprobs"] is None
     mask = prep["mask"]
+    ref_lp = _response_logprobs(reference, samples).detach()
+    torch.testing.assert_close(prep["ref_logprobs"], ref_lp * mask, atol=1e-5, rtol=1e-5)
     batch = {**{k: prep[k] for k in ("mask", "logprobs", "ref_logprobs")}, "scores": SCORES, "finished": FINISHED}
-    adv, returns, _ = compute_advantages("grpo", batch, cfg.advantage_params())
-    assert returns is None
+    adv, returns, metrics = compute_advantages("grpo", batch, cfg.advantage_params())
+    assert returns is None and "kl/token_mean" not in metrics  # the learner reports the KL (sum/kl)
     seq = group_advantages(sequence_rewards(SCORES, FINISHED), 2)  # groups: samples (0, 1) and (2, 3)
     torch.testing.assert_close(adv, seq[:, None] * mask)
 
@@ -180,9 +188,52 @@ def test_grpo_update_matches_the_pure_functions_by_hand(learner_factory, tiny_mo
     lp = _response_logprobs(policy, samples)
     old_lp = lp.detach()
     loss, _ = ppo_policy_loss(lp, old_lp, adv, mask, clip_eps=cfg.ppo.clip_eps, num_tokens=mask.sum())
-    kl = kl_estimate(lp, _response_logprobs(reference, samples), "k3")
+    kl = kl_estimate(lp, ref_lp, "k3")
+    assert out["sum/kl"] == pytest.approx((kl * mask).sum().item(), rel=1e-4, abs=1e-7)
     loss = loss + cfg.ppo.kl_coef * (kl * mask).sum() / mask.sum()
     norm = _adamw_step(policy, loss, cfg.optim)
     assert out["policy/loss"] == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
     assert out["policy/grad_norm"] == pytest.approx(norm, rel=1e-4)
+    assert out["policy/ratio_mean"] == 1.0 and out["policy/clipfrac"] == 0.0  # old = current, exactly
     _assert_same_weights(learner.policy.module, policy, before)
+    # useful FLOPs: one reference forward, one policy forward + backward (3 forwards), on the real tokens only,
+    # each micro-batch (one group) computing its prompt once
+    fm = flop_model(policy)
+    lengths = [len(p) + len(r) for p, r in zip(PROMPTS, RESPONSES)]
+    want = fm.forward(lengths, int(mask.sum())) - fm.prompt_copies([4, 3])
+    assert out["sum/flops"] == pytest.approx(4 * want)
+    assert out["sum/learner_compute_s"] > 0 and out["memory/learner_peak_rss_gib"] > 0.05
+
+
+def test_asynchronous_rollouts_use_the_generators_logprobs_as_the_old_policy(learner_factory, tiny_model_dir):
+    """rollout.async_steps > 0: no policy forward in prepare; the PPO ratio is taken against the behaviour
+    policy's log-probs the generator reported (here a policy a little away from the learner's)."""
+    learner, cfg = learner_factory("tiny_grpo.yaml", "ppo.kl_coef=0", "rollout.async_steps=1")
+    assert learner.old_logprobs_source == "behaviour" and learner.ref is None
+    samples = _samples(learner.policy.module.config.vocab_size)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    lp_now = _response_logprobs(policy, samples).detach()
+    offset = torch.tensor([-0.3, 0.3, 0.05, 0.0])[:, None]  # the behaviour policy: rows 0 and 1 clip
+    for i, s in enumerate(samples):
+        s["logprobs"] = (lp_now[i, : len(RESPONSES[i])] + offset[i]).tolist()
+    missing = [dict(s, logprobs=None) for s in samples]
+    with pytest.raises(ValueError, match="generator log-probs"):
+        learner.prepare(missing)
+    before = {k: v.detach().clone() for k, v in learner.policy.module.named_parameters()}
+    prep = learner.prepare(samples)
+    mask = prep["mask"]
+    behaviour = (lp_now + offset) * mask
+    torch.testing.assert_close(prep["logprobs"], behaviour, atol=1e-6, rtol=0)
+    assert prep["ref_logprobs"] is None
+    adv = group_advantages(sequence_rewards(SCORES, FINISHED), 2)[:, None] * mask
+    out = learner.update(1, adv)
+    loss, metrics = ppo_policy_loss(_response_logprobs(policy, samples), behaviour, adv, mask,
+                                    clip_eps=cfg.ppo.clip_eps, num_tokens=mask.sum())
+    assert metrics["policy/clipfrac"] > 0
+    norm = _adamw_step(policy, loss, cfg.optim)
+    assert out["policy/loss"] == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
+    assert out["policy/grad_norm"] == pytest.approx(norm, rel=1e-4)
+    assert out["policy/clipfrac"] == pytest.approx(metrics["policy/clipfrac"], abs=1e-6)
+    _assert_same_weights(learner.policy.module, policy, before)
+    # the generator gap is measured on the update's own log-probs: |offset| per sample
+    assert out["sum/gap"] / out["sum/gap_rows"] == pytest.approx(offset.abs().mean().item(), abs=1e-5)

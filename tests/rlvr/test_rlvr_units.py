@@ -1,5 +1,6 @@
-"""RLVR core pieces without Ray: config batch arithmetic, the learner's batch layout, per-request seeds, and the HF
-generation backend (seeded per request, raw log-probs equal to the model's, EOS handling)."""
+"""RLVR core pieces without Ray: config batch arithmetic, the learner's batch layout (micro-batches by length,
+trimmed), per-request seeds, and the HF generation backend (seeded per request, log-probs at the sampling
+temperature equal to the model's, raw when greedy, EOS handling)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from rlvr_core_helpers import REPO
 
 from core.config import ConfigError, load_config
-from rlvr.actors.learner import _gather_positions, build_batch
+from rlvr.actors.batch import length_sorted_micro_batches, select_rows, sequence_lengths, trim
+from rlvr.actors.learner import build_batch
+from rlvr.actors.learner import gather_positions as _gather_positions
 from rlvr.config import RLVRConfig
 from rlvr.trainer import _chunks, request_seed
 
@@ -54,6 +57,25 @@ def test_build_batch_aligns_response_tokens_with_their_predicting_positions():
     assert b["index"].tolist()[1] == [0, 1, 2]
 
 
+def test_micro_batches_by_length_cover_every_row_once_and_trim_only_padding():
+    samples = [{"prompt_ids": [1] * p, "response_ids": [2] * r} for p, r in ((3, 1), (1, 6), (5, 5), (2, 2), (1, 1))]
+    b = build_batch(samples, pad_id=0)
+    b["old_logprobs"] = None  # a None entry passes through
+    lengths = sequence_lengths(b)
+    assert lengths == [4, 7, 10, 4, 2]
+    cuts = length_sorted_micro_batches(lengths, 2)
+    assert cuts == [[2, 1], [0, 3], [4]]  # longest first; ties keep their order
+    assert sorted(i for c in cuts for i in c) == list(range(5))
+    mb = trim(select_rows(b, cuts[1]))  # rows 0 and 3: 4 tokens each, responses of 1 and 2
+    assert mb["input_ids"].shape == (2, 4) and mb["response_ids"].shape == (2, 2) and mb["old_logprobs"] is None
+    assert mb["response_mask"].tolist() == [[1, 0], [1, 1]]
+    # the trimmed rows still point at the positions that predict their response tokens
+    m = mb["response_mask"].bool()
+    nxt = _gather_positions(mb["input_ids"], (mb["index"] + 1).clamp(max=3))
+    assert (nxt[m] == mb["response_ids"][m]).all()
+    assert int(mb["index"].max()) <= 3
+
+
 def test_request_seeds_are_stable_and_distinct_and_chunks_keep_order():
     assert request_seed(0, 3, 1, 2) == request_seed(0, 3, 1, 2)
     seeds = {request_seed(0, s, p, k) for s in range(3) for p in range(4) for k in range(4)}
@@ -63,15 +85,15 @@ def test_request_seeds_are_stable_and_distinct_and_chunks_keep_order():
     assert _chunks([1], 2) == [[1], []]
 
 
-def test_hf_generator_is_seeded_per_request_and_reports_raw_logprobs(tiny_model_dir):
+def test_hf_generator_is_seeded_per_request_and_reports_sampling_logprobs(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from rlvr.actors.generator import Generator
 
     gen = Generator(str(tiny_model_dir), backend="hf", max_model_len=128, device="cpu")
     p1, p2 = [1, 40, 41, 42, 2, 1, 50], [1, 60, 2, 1, 70, 71]
-    alone = gen.generate([p1], [11], max_new_tokens=12)[0]
-    batched = gen.generate([p2, p1, p1], [5, 11, 12], max_new_tokens=12)
+    alone = gen.generate([p1], [11], max_new_tokens=12, temperature=0.7)[0]
+    batched = gen.generate([p2, p1, p1], [5, 11, 12], max_new_tokens=12, temperature=0.7)
     assert batched[1].response_ids == alone.response_ids  # same request, same seed: same tokens in any batch
     assert batched[2].response_ids != alone.response_ids  # another seed: another sample
     for ro in batched:
@@ -80,11 +102,25 @@ def test_hf_generator_is_seeded_per_request_and_reports_raw_logprobs(tiny_model_
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     seq = torch.tensor([p1 + alone.response_ids])
     with torch.no_grad():
-        lp = torch.log_softmax(model(seq).logits[0, len(p1) - 1:-1].float(), -1)
-    want = lp.gather(1, torch.tensor(alone.response_ids)[:, None]).squeeze(1)
+        logits = model(seq).logits[0, len(p1) - 1:-1].float()
+    picked = torch.tensor(alone.response_ids)[:, None]
+    want = torch.log_softmax(logits / 0.7, -1).gather(1, picked).squeeze(1)  # the distribution sampled from
     assert torch.allclose(torch.tensor(alone.logprobs), want, atol=1e-4)
-    # loading perturbed weights changes greedy log-probs; reloading the originals restores them
+    raw = torch.log_softmax(logits, -1).gather(1, picked).squeeze(1)
+    assert not torch.allclose(torch.tensor(alone.logprobs), raw, atol=1e-3)
+    # greedy: raw log-probs (the weight-sync check compares them with the learner's at temperature 1)
     greedy = gen.generate([p1], [0], max_new_tokens=6, temperature=0.0)[0]
+    with torch.no_grad():
+        glogits = model(torch.tensor([p1 + greedy.response_ids])).logits[0, len(p1) - 1:-1].float()
+    graw = torch.log_softmax(glogits, -1).gather(1, torch.tensor(greedy.response_ids)[:, None]).squeeze(1)
+    assert torch.allclose(torch.tensor(greedy.logprobs), graw, atol=1e-4)
+    # top-p: the log-prob of the renormalised nucleus a token was drawn from (>= its full-softmax log-prob)
+    nucleus = gen.generate([p1], [11], max_new_tokens=12, temperature=0.7, top_p=0.5)[0]
+    with torch.no_grad():
+        nlogits = model(torch.tensor([p1 + nucleus.response_ids])).logits[0, len(p1) - 1:-1].float()
+    full = torch.log_softmax(nlogits / 0.7, -1).gather(1, torch.tensor(nucleus.response_ids)[:, None]).squeeze(1)
+    assert (torch.tensor(nucleus.logprobs) >= full - 1e-5).all() and max(nucleus.logprobs) <= 1e-6
+    # loading perturbed weights changes greedy log-probs; reloading the originals restores them
     sd = model.state_dict()
     gen.load_weights({k: v + 0.1 for k, v in sd.items()})
     assert gen.generate([p1], [0], max_new_tokens=6, temperature=0.0)[0].logprobs != greedy.logprobs
@@ -92,6 +128,28 @@ def test_hf_generator_is_seeded_per_request_and_reports_raw_logprobs(tiny_model_
     again = gen.generate([p1], [0], max_new_tokens=6, temperature=0.0)[0]
     assert again.response_ids == greedy.response_ids
     assert again.logprobs == pytest.approx(greedy.logprobs, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_vllm_generator_reports_log_probs_at_the_sampling_temperature(tiny_model_dir):
+    """vLLM's processed log-probs: logits / temperature when sampling (the behaviour policy of asynchronous
+    rollouts), raw when greedy; both equal the HF model's."""
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.actors.generator import Generator, vllm_available
+
+    if not vllm_available():
+        pytest.skip("vllm is not installed")
+    gen = Generator(str(tiny_model_dir), backend="vllm", max_model_len=128, max_num_seqs=4, device="cpu")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    p1 = [1, 40, 41, 42, 2, 1, 50]
+    for temperature in (0.7, 0.0):
+        ro = gen.generate([p1], [11], max_new_tokens=10, temperature=temperature)[0]
+        with torch.no_grad():
+            logits = model(torch.tensor([p1 + ro.response_ids])).logits[0, len(p1) - 1:-1].float()
+        want = torch.log_softmax(logits / (temperature or 1.0), -1)
+        want = want.gather(1, torch.tensor(ro.response_ids)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(ro.logprobs), want, atol=1e-4), temperature
 
 
 def test_reward_failures_are_counted_and_stop_the_run_past_the_budget(tiny_model_dir, tmp_path):

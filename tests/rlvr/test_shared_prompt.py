@@ -1,0 +1,66 @@
+"""The shared-prompt pass (rlvr.actors.shared_prompt) against the plain pass over each full sequence, on the tiny
+model: the same log-probs of every response token and the same gradient, for groups of different prompt lengths
+and ragged responses (one of a single token)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlvr.actors.batch import build_batch, gather_positions, grouped_micro_batches, sequence_lengths, trim
+from rlvr.actors.shared_prompt import (
+    duplicate_prompt_lengths,
+    prompt_groups,
+    shared_prompt_logits,
+    worth_sharing,
+)
+from rlvr.algorithms import logprobs_from_logits
+
+PROMPTS = [[5, 6, 7, 8, 9], [5, 6, 7, 8, 9], [11, 12, 13], [5, 6, 7, 8, 9], [11, 12, 13]]
+RESPONSES = [[20, 21, 22], [23], [28, 29, 30, 31, 32, 33], [24, 25], [26, 27]]
+
+
+def _plain_logits(model, batch):
+    L, first = batch["input_ids"].shape[1], int(batch["index"][:, 0].min())
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=L - first)
+    return gather_positions(out.logits, batch["index"] - first)
+
+
+def _logprobs_and_grad(model, batch, shared: bool):
+    model.zero_grad()
+    logits = shared_prompt_logits(model, batch, pad_id=0) if shared else _plain_logits(model, batch)
+    lp = logprobs_from_logits(logits / 0.7, batch["response_ids"])
+    weights = torch.linspace(-1.0, 2.0, lp.numel()).view_as(lp)
+    ((lp * weights) * batch["response_mask"]).sum().backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return lp.detach() * batch["response_mask"], grad
+
+
+def test_shared_prompt_pass_gives_the_plain_log_probs_and_gradient(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    vocab = model.config.vocab_size
+    samples = [{"prompt_ids": [t % vocab for t in p], "response_ids": [t % vocab for t in r]}
+               for p, r in zip(PROMPTS, RESPONSES)]
+    batch = trim(build_batch(samples, pad_id=0))
+    unique, group = prompt_groups(batch)
+    assert len(unique) == 2 and group.tolist() == [0, 0, 1, 0, 1] and worth_sharing(batch)
+    assert sorted(duplicate_prompt_lengths(batch)) == [3, 5, 5]
+    lp_plain, g_plain = _logprobs_and_grad(model, batch, shared=False)
+    lp_shared, g_shared = _logprobs_and_grad(model, batch, shared=True)
+    torch.testing.assert_close(lp_shared, lp_plain, atol=2e-5, rtol=1e-5)
+    assert torch.isfinite(g_shared).all()
+    torch.testing.assert_close(g_shared, g_plain, atol=2e-5, rtol=1e-4)
+    # one-token responses only: the prompt pass alone
+    single = trim(build_batch([{"prompt_ids": s["prompt_ids"], "response_ids": s["response_ids"][:1]}
+                               for s in samples], pad_id=0))
+    torch.testing.assert_close(_logprobs_and_grad(model, single, shared=True)[0],
+                               _logprobs_and_grad(model, single, shared=False)[0], atol=2e-5, rtol=1e-5)
+
+
+def test_grouped_micro_batches_keep_a_prompts_samples_together():
+    lengths = [8, 6, 9, 7, 5, 5]
+    prompt_of_row = [0, 0, 1, 0, 1, 2]
+    cuts = grouped_micro_batches(prompt_of_row, lengths, 3)
+    assert cuts == [[2, 4, 0], [3, 1, 5]]  # group 1 (longest 9) first, then group 0, then group 2
+    assert sorted(i for c in cuts for i in c) == list(range(6))
+    assert sequence_lengths(build_batch([{"prompt_ids": [1], "response_ids": [2, 3]}], 0)) == [3]
