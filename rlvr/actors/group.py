@@ -16,6 +16,7 @@ pid and node (and saying when the node itself is gone) as soon as Ray reports it
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import uuid
@@ -34,6 +35,9 @@ from rlvr.errors import ActorFailure, StartupError
 log = get_logger(__name__)
 
 RENDEZVOUS_MARGIN_S = 15.0  # the driver waits this much longer than the ranks' own rendezvous timeout
+PEER_GRACE_S = 15.0  # after a collective fails in one actor, how long to wait for Ray to report a dead peer
+# a collective that failed because a peer went away (gloo, NCCL): a consequence, not the cause
+_COMMUNICATION_ERROR = re.compile(r"gloo|nccl|connection (reset|closed|refused) by peer|broken pipe", re.I)
 
 
 def _env(threads: int, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -91,15 +95,52 @@ def get_all(refs: list, *, timeout_s: float, what: str, names: list[str] | None 
                 results[i] = ray.get(ref)
             except ray.exceptions.RayTaskError as err:  # the actor's own exception: passed on, with who raised it
                 err.actor_name = names[i]
+                if pending and _COMMUNICATION_ERROR.search(str(err)):
+                    # its collective broke because a peer went away: report the peer's death, the cause
+                    _raise_dead_peer(pending, index, names, nodes, what, cause=f"{names[i]}: {_last_line(err)}")
                 raise
             except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError) as err:
-                lost = _lost_nodes([nodes[i]] if nodes and len(nodes) == len(refs) else [])
-                where = f"; node {', '.join(lost)} is lost (its raylet is gone)" if lost else ""
-                how = "died" if isinstance(err, ray.exceptions.ActorDiedError) else "died or became unreachable"
-                raise ActorFailure(f"{what}: {names[i]} {how} ({type(err).__name__}){where}. Actors are not "
-                                   "restarted: resume from the last checkpoint (rerun the same command; "
-                                   "checkpoints.resume=auto)") from err
+                _raise_actor_failure(err, i, names, nodes, what)
     return results
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(err).__name__
+
+
+def _raise_actor_failure(err: BaseException, i: int, names: list[str], nodes: list[str] | None, what: str,
+                         cause: str = "") -> None:
+    lost = _lost_nodes([nodes[i]] if nodes and len(nodes) == len(names) else [])
+    where = f"; node {', '.join(lost)} is lost (its raylet is gone)" if lost else ""
+    how = "died" if isinstance(err, ray.exceptions.ActorDiedError) else "died or became unreachable"
+    then = f"; then {cause}" if cause else ""
+    raise ActorFailure(f"{what}: {names[i]} {how} ({type(err).__name__}){where}{then}. Actors are not "
+                       "restarted: resume from the last checkpoint (rerun the same command; "
+                       "checkpoints.resume=auto)") from err
+
+
+def _raise_dead_peer(pending: list, index: dict, names: list[str], nodes: list[str] | None, what: str, *,
+                     cause: str) -> None:
+    """Wait up to PEER_GRACE_S for Ray to report one of the `pending` actors dead (or its node lost) and raise
+    ActorFailure naming it; return when every peer is still alive (the caller re-raises the original error)."""
+    deadline = time.monotonic() + PEER_GRACE_S
+    watch = list(pending)
+    while watch and time.monotonic() < deadline:
+        ready, watch = ray.wait(watch, num_returns=1, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError) as err:
+                _raise_actor_failure(err, index[ref], names, nodes, what, cause)
+            except ray.exceptions.RayTaskError:
+                continue  # another consequence
+        if nodes and len(nodes) == len(names):
+            for ref in watch:
+                if _lost_nodes([nodes[index[ref]]]):
+                    raise ActorFailure(f"{what}: {names[index[ref]]} died; node {nodes[index[ref]]} is lost (its "
+                                       f"raylet is gone); then {cause}. Actors are not restarted: resume from the "
+                                       "last checkpoint (rerun the same command; checkpoints.resume=auto)")
 
 
 def _bundle(num_cpus: float, num_gpus: float) -> dict[str, float]:
