@@ -293,6 +293,41 @@ def resume_point(mgr: CheckpointManager, mode: str, accept: Callable[[Path], Any
     return None
 
 
+# ---- what a resume takes from the checkpoint, not from the config ----
+
+RESTORED_OPTIM_KEYS = ("lr", "weight_decay", "betas", "eps", "lr_scheduler", "warmup_ratio", "warmup_steps")
+
+
+def optimiser_settings(**sections: Any) -> dict[str, dict[str, Any]]:
+    """{section: {key: value}} of the optimiser settings a resume restores from the checkpoint (RESTORED_OPTIM_KEYS)
+    for each config section given (an OptimConfig, or None to leave it out), as JSON-ready values: kept in each
+    checkpoint's manifest and compared on resume (check_same_optimiser)."""
+    def plain(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    return {name: {key: plain(getattr(opt, key)) for key in RESTORED_OPTIM_KEYS}
+            for name, opt in sections.items() if opt is not None}
+
+
+def check_same_optimiser(checkpoint: Path, saved: dict[str, dict[str, Any]] | None,
+                         now: dict[str, dict[str, Any]]) -> None:
+    """A resume continues the checkpoint's optimiser and LR schedule (DeepSpeed restores each parameter group's lr,
+    weight decay, betas and eps and the scheduler's state), so a changed `optim.lr` (or another key of
+    RESTORED_OPTIM_KEYS) would be silently ignored: ResumeError naming each change instead. `saved`: the
+    checkpoint manifest's "optimiser" (None for a checkpoint written before it was recorded: nothing to compare);
+    `now`: optimiser_settings of the current config."""
+    if not saved:
+        return
+    changes = [f"{section}.{key} {before.get(key)!r} -> {current.get(key)!r}"
+               for section, current in now.items() if isinstance(before := saved.get(section), dict)
+               for key in RESTORED_OPTIM_KEYS if key in before and before[key] != current.get(key)]
+    if changes:
+        raise ResumeError(f"{checkpoint} was trained with other optimiser settings ({', '.join(changes)}); a resume "
+                          "continues the checkpoint's optimiser and LR schedule, so the new values would be "
+                          "ignored. Resume with the checkpoint's values, or set checkpoints.resume=never to start "
+                          "over (the earlier checkpoints are kept, renamed)")
+
+
 # ---- safe loading ----
 
 def load_state(path: Path, *, mmap: bool = False) -> Any:

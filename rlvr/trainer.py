@@ -37,7 +37,9 @@ from core.checkpoint import (
     CheckpointManager,
     ResumeError,
     capture_rng_state,
+    check_same_optimiser,
     load_state,
+    optimiser_settings,
     out_of_space_guard,
     restore_rng_state,
     resume_point,
@@ -177,9 +179,15 @@ class RLVRTrainer:
         self._resume_from = resume_point(self.ckpt, self.cfg.checkpoints.resume, accept)
         # an earlier run's metrics.jsonl is set aside in run() (prepare_metrics_file)
 
+    def optimiser_settings(self) -> dict:
+        """The settings a resume restores from the checkpoint (core.checkpoint.check_same_optimiser)."""
+        cfg = self.cfg
+        return optimiser_settings(optim=cfg.optim, value_optim=cfg.learner_optim("value") if cfg.use_critic else None)
+
     def _check_same_data(self, path: Path, state: dict) -> None:
         saved = state.get("sampler", {})
         manifest = json.loads((path / "MANIFEST.json").read_text())
+        check_same_optimiser(path, manifest.get("optimiser"), self.optimiser_settings())
         checks = [("seed", saved.get("seed"), self.sampler.seed),
                   ("number of prompts", saved.get("num_prompts"), len(self.train_set)),
                   ("prompt ids", saved.get("fingerprint"), self.sampler.fingerprint)]
@@ -226,7 +234,8 @@ class RLVRTrainer:
             torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state(),
                         "inflight": self.rollouts.state_dict()}, path / "trainer_state.pt")
             save_config(self.cfg, path / "config.yaml")
-            return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint()})
+            return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint(),
+                                                      "optimiser": self.optimiser_settings()})
 
     def _check_update(self, step: int, results: list[dict[str, Any]]) -> None:
         """Never go on from (or save) non-finite state: a NaN/inf loss or grad norm (unless on_nonfinite=skip

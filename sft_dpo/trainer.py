@@ -38,7 +38,9 @@ from core.checkpoint import (
     CheckpointManager,
     ResumeError,
     capture_rng_state,
+    check_same_optimiser,
     load_state,
+    optimiser_settings,
     out_of_space_guard,
     restore_rng_state,
     resume_point,
@@ -179,7 +181,8 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
         torch.save({"step": step, "rng": capture_rng_state()}, tmp / f"trainer_state_rank{ctx.rank}.pt")
     barrier()
     if ctx.rank == 0:
-        mgr.commit(step, extra={"data_digest": data_digest, "world_size": ctx.world_size})
+        mgr.commit(step, extra={"data_digest": data_digest, "world_size": ctx.world_size,
+                                "optimiser": optimiser_settings(optim=ctx.cfg.optim)})
     barrier()
 
 
@@ -192,6 +195,7 @@ def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Pa
             raise ResumeError(f"{path} was written by {manifest.get('world_size', 'another number of')} ranks, this "
                               f"run has {ctx.world_size}; use the same dist.world_size, or checkpoints.resume=never to "
                               "start over")
+        check_same_optimiser(path, manifest.get("optimiser"), optimiser_settings(optim=ctx.cfg.optim))
         if manifest.get("data_digest", data_digest) != data_digest:
             raise ResumeError(f"{path} was trained on other data (the tokenised examples differ: data.path, its "
                               "files, the template, tokenizer or max_length changed); resume with the same data, or "

@@ -73,6 +73,9 @@ def _check_ppo_run(result, cfg, out: Path, model_dir: Path, steps: int) -> None:
     assert latest is not None and latest.name == f"step_{steps:08d}" and is_complete(latest)
     assert (latest / "hf" / "model.safetensors").is_file() and (latest / "trainer_state.pt").is_file()
     assert (out / "config.yaml").is_file()
+    # what a resume restores from the checkpoint, compared with the config on resume (a changed lr is refused)
+    optimiser = json.loads((latest / "MANIFEST.json").read_text())["optimiser"]
+    assert optimiser["optim"]["lr"] == cfg.optim.lr and "value_optim" in optimiser  # PPO: the critic's too
     start = AutoModelForCausalLM.from_pretrained(model_dir)
     final = AutoModelForCausalLM.from_pretrained(result.model_dir)  # HF format, and trained
     moved = sum((a - b).abs().sum().item() for a, b in zip(start.parameters(), final.parameters()))

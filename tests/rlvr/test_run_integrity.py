@@ -245,6 +245,19 @@ def test_data_changed_before_resume_is_refused_before_training(tiny_model_dir, s
     one_line_exit_2(rc, errors, "step_00000001", "trained on other data")
 
 
+def test_optimiser_settings_changed_before_resume_are_refused_not_ignored(tiny_model_dir, sft_data, tmp_path,
+                                                                           capsys):
+    """A resume continues the checkpoint's optimiser and LR schedule, so a new optim.lr would be silently ignored:
+    exit 2 naming the key and both values; the same settings resume."""
+    out = tmp_path / "run"
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "checkpoints.save_every=1", "stop_after_steps=1"))[0] == 0
+    manifest = json.loads((out / "checkpoints" / "step_00000001" / "MANIFEST.json").read_text())
+    lr = manifest["optimiser"]["optim"]["lr"]
+    rc, errors = cli(capsys, *sft(tiny_model_dir, sft_data, out, f"optim.lr={lr * 10}"))
+    one_line_exit_2(rc, errors, "step_00000001", f"optim.lr {lr!r} -> {lr * 10!r}", "checkpoints.resume=never")
+    assert cli(capsys, *sft(tiny_model_dir, sft_data, out, "stop_after_steps=2"))[0] == 0
+
+
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
