@@ -112,8 +112,11 @@ verl_math_dapo.value_range = (-1.0, 1.0)  # rewards.scoring.value_range: verl's 
 def _last_boxed_brace(text: str) -> str | None:
     """math_dapo's own `\\boxed{...}` finder: the last `\\boxed{` with its balanced braces, else None."""
     start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
+    return None if start < 0 else _through_balanced_braces(text, start)
+
+
+def _through_balanced_braces(text: str, start: int) -> str | None:
+    """text[start:] up to the `}` that closes the first `{` after `start` (braces balanced), or None."""
     depth = 0
     for i in range(start, len(text)):
         if text[i] == "{":
@@ -136,15 +139,7 @@ def last_boxed(text: str) -> str | None:
         start = text.rfind("\\fbox")
         if start < 0:
             return None
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i + 1]
-    return None
+    return _through_balanced_braces(text, start)
 
 
 def unbox(boxed: str) -> str | None:
