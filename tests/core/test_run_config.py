@@ -67,10 +67,15 @@ def test_shipped_pipeline_and_sweep_overrides_name_existing_keys(monkeypatch):
     from rlvr.sweep import SweepConfig
 
     monkeypatch.chdir(REPO)
+    checked = []  # load_config raises ConfigError naming the key and the override it came from
     for path in sorted((REPO / "configs/pipeline").glob("*.yaml")):
         for stage in load_config(PipelineConfig, path).stages:
-            load_config(_import(RUNNERS[stage.kind].config_class), stage.config,
-                        [*stage.overrides, "model=m", "output_dir=o"])
+            cfg = load_config(_import(RUNNERS[stage.kind].config_class), stage.config,
+                              [*stage.overrides, "model=m", "output_dir=o"])
+            checked.append((path.name, stage.kind, len(stage.overrides)))
+            assert cfg.output_dir == "o"  # the overrides were applied, not dropped
     for path in sorted((REPO / "configs/sweeps").glob("*.yaml")):
         sweep = load_config(SweepConfig, path)
         load_config(_import(RUNNERS[sweep.stage].config_class), sweep.config, sweep.overrides)
+        checked.append((path.name, sweep.stage, len(sweep.overrides)))
+    assert len(checked) >= 4 and sum(n for *_, n in checked) > 0, checked
