@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 PACKAGES = ("rewards", "core", "sft_dpo", "rlvr")
 _FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record, not the stream current at set-up (a test
+    harness or a redirect may swap and close that one)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def setup_logging(level: str | int | None = None) -> None:
@@ -17,7 +31,7 @@ def setup_logging(level: str | int | None = None) -> None:
         if not isinstance(resolved, int):
             raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO, WARNING or ERROR")
         level = resolved
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     for name in PACKAGES:
         log = logging.getLogger(name)

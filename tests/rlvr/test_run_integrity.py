@@ -430,7 +430,9 @@ def test_rlvr_run_folder_integrity_with_its_own_ray(tiny_model_dir, tmp_path):
     mgr = CheckpointManager(ckpts)
     k = CheckpointManager.step_of(mgr.latest())  # the driver got a few steps further while we looked
     name = CheckpointManager.step_name
-    assert [p.name for p in mgr.folders()] == [name(k), name(k - 1)]
+    # two kept; a third (k-2) only when the kill landed between sealing step k and rotating the oldest away
+    kept = [p.name for p in mgr.folders()]
+    assert kept in ([name(k), name(k - 1)], [name(k), name(k - 1), name(k - 2)]), kept
 
     # data changed since the checkpoint: refused before Ray starts
     changed = _run([*common, f"train.total_steps={k + 1}", 'data.train=["procedural:gsm8k?n=64&seed=1"]'])
