@@ -82,7 +82,7 @@ class PPOConfig(FrozenConfig):
     value_loss: str = Field("clipped_mse", description="critic loss (PPO), a name in rlvr.algorithms.VALUE_LOSSES")
     shared_prompt_forward: bool = Field(True, description="learner: compute each prompt once for all of its samples "
                                         "in a micro-batch (rlvr.actors.shared_prompt; same log-probs and gradients "
-                                        "up to float rounding). Off under gradient checkpointing and ZeRO-3")
+                                        "up to float rounding); off with flash-attention, which takes no 4D mask")
 
 
 class RewardsConfig(FrozenConfig):

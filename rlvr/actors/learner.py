@@ -61,6 +61,7 @@ from rlvr.actors.shared_prompt import (
     duplicate_prompt_lengths,
     prompt_groups,
     shared_prompt_logits,
+    supports_packing,
     worth_sharing,
 )
 from rlvr.actors.weight_transport import join_group, send_broadcast
@@ -98,8 +99,7 @@ class Learner:
         self.torch_device = torch.device("cuda", torch.cuda.current_device()) if self.device.kind == "cuda" \
             else torch.device("cpu")
         self._data: dict[str, torch.Tensor] | None = None
-        self._share_prompts = (cfg.ppo.shared_prompt_forward and not cfg.engine.gradient_checkpointing
-                               and cfg.engine.zero_stage <= 2)
+        self._share_prompts = cfg.ppo.shared_prompt_forward  # and the model takes a 4D mask: see build
         self._flops, self._time, self._first_pass = 0.0, 0.0, {}
         if master_addr is not None and master_port is not None:
             self.join(master_addr, master_port)
@@ -144,6 +144,7 @@ class Learner:
         if cfg.use_critic:
             self.value = build_engine(load_value_model(cfg), cfg.learner_optim("value"), cfg.engine,
                                       total_steps=total, world_size=world_size, device=self.device)
+        self._share_prompts = self._share_prompts and supports_packing(self.policy.module)
         self._flop_models = {"policy": flop_model(self.policy.module)}
         if self.value is not None:
             self._flop_models["value"] = flop_model(self.value.module)
@@ -425,7 +426,9 @@ class Learner:
     # ---- weights out ----
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The policy's full weights on CPU (rank 0; None elsewhere). Under ZeRO-3 every rank must call this:
-        the parameters are gathered collectively first."""
+        the parameters are gathered collectively first. On CPU the tensors are the live parameters, not copies:
+        a Ray return is serialised before the actor runs its next call, and the collective transports send before
+        they return. Tied tensors are all sent (vLLM reloads a tied output embedding only from its own name)."""
         module = self.policy.module
         if self.cfg.engine.zero_stage == 3:
             import deepspeed  # lazy: only under ZeRO-3; the driver imports this module to wrap it in Ray
@@ -436,7 +439,9 @@ class Learner:
             return sd
         if self.rank != 0:
             return None
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
+        on_cpu = self.torch_device.type == "cpu"
+        return {k: v.detach().contiguous() if on_cpu else v.detach().to("cpu", copy=True).contiguous()
+                for k, v in module.state_dict().items()}
 
     def join_weight_sync(self, group_args: dict[str, Any]) -> None:
         """Collective transport: rank 0 hosts and joins the weight-sync group (rank 0 of it); other ranks do

@@ -4,14 +4,17 @@ and ragged responses (one of a single token)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from rlvr.actors.batch import build_batch, gather_positions, grouped_micro_batches, sequence_lengths, trim
 from rlvr.actors.shared_prompt import (
     duplicate_prompt_lengths,
+    packed_layout,
     prompt_groups,
     shared_prompt_logits,
+    supports_packing,
     worth_sharing,
 )
 from rlvr.algorithms import logprobs_from_logits
@@ -36,8 +39,14 @@ def _logprobs_and_grad(model, batch, shared: bool):
     return lp.detach() * batch["response_mask"], grad
 
 
-def test_shared_prompt_pass_gives_the_plain_log_probs_and_gradient(tiny_model_dir):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+@pytest.mark.parametrize("attention,checkpointing", [("sdpa", False), ("eager", False), ("sdpa", True)])
+def test_shared_prompt_pass_gives_the_plain_log_probs_and_gradient(tiny_model_dir, attention, checkpointing):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention)
+    model.config.use_cache = False
+    if checkpointing:  # the packed pass is one plain forward: it needs no KV cache, so checkpointing is fine
+        model.gradient_checkpointing_enable()
+        model.train()
+    assert supports_packing(model)
     vocab = model.config.vocab_size
     samples = [{"prompt_ids": [t % vocab for t in p], "response_ids": [t % vocab for t in r]}
                for p, r in zip(PROMPTS, RESPONSES)]
@@ -45,6 +54,9 @@ def test_shared_prompt_pass_gives_the_plain_log_probs_and_gradient(tiny_model_di
     unique, group = prompt_groups(batch)
     assert len(unique) == 2 and group.tolist() == [0, 0, 1, 0, 1] and worth_sharing(batch)
     assert sorted(duplicate_prompt_lengths(batch)) == [3, 5, 5]
+    # one packed row per prompt, no copies of it: 5 + (2 + 0 + 1) and 3 + (5 + 1) tokens
+    layout = packed_layout(batch)
+    assert layout["tokens"].shape == (2, 9) and (layout["owner"] != -2).sum(1).tolist() == [8, 9]
     lp_plain, g_plain = _logprobs_and_grad(model, batch, shared=False)
     lp_shared, g_shared = _logprobs_and_grad(model, batch, shared=True)
     torch.testing.assert_close(lp_shared, lp_plain, atol=2e-5, rtol=1e-5)
