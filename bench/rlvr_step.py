@@ -2,7 +2,7 @@
 the same model, prompts and lengths. Goal (issue 14): >= 3x TRL's best end-to-end tokens/s on SmolLM2-135M, >= 2x
 on the tiny model, and a learner at >= 50% of the CPU's matmul peak.
 
-    python bench/rlvr_step.py                               # tiny model and SmolLM2-135M: ours, ours-async, TRL
+    python bench/rlvr_step.py                               # tiny model and SmolLM2-135M: every row
     python bench/rlvr_step.py --models tiny --steps 3       # quicker
     python bench/rlvr_step.py --frameworks ours --algorithm ppo
 
@@ -11,6 +11,9 @@ Rows (`--frameworks`):
 - ours-async: rollout.async_steps 1: the generator produces step t+1's batch while the learner trains on step t
   (one-step-stale rollouts, importance ratio against the generator's log-probs); one thread each, so on a 2-core
   machine they run on separate cores;
+- ours-async-ref: the same with ppo.reference_on_generators: the generator also scores its batch under the frozen
+  reference policy right after generating it, so that pass runs on the generator's core during the learner's
+  update instead of on the learner's (rlvr.actors.scoring);
 - trl: TRL's GRPOTrainer in fp32; trl-bf16: the same with `bf16=True` (torch.autocast bf16 around its forwards,
   fp32 weights), run only where the CPU computes bf16 natively (AVX-512 BF16/AMX): elsewhere torch's bf16 matmul
   is hundreds of times slower than fp32 (the peak line shows it) and the row is skipped, saying so. The ratio is
@@ -58,7 +61,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 MODELS = {"tiny": "tiny-random", "smollm2": "smollm2-135m-instruct"}
-FRAMEWORKS = ("ours", "ours-async", "trl", "trl-bf16")
+FRAMEWORKS = ("ours", "ours-async", "ours-async-ref", "trl", "trl-bf16")
 PHASES = ("generation", "scoring", "learner", "sync")
 TRL_HINT = "pip install -e .[dev]  (or: pip install --no-deps trl==1.16.0)"
 BASE_CONFIG = REPO / "configs" / "rlvr" / "tiny_ppo.yaml"
@@ -160,7 +163,8 @@ def run_ours(args) -> dict:
 
     out_dir = Path(args.result).with_suffix("")
     batch = args.prompts_per_step * args.group_size
-    async_steps = 1 if args.worker == "ours-async" else 0
+    async_steps = 1 if args.worker.startswith("ours-async") else 0
+    reference_on_generators = args.worker == "ours-async-ref"
     overrides = [
         f"model={args.model}", f"output_dir={out_dir}", f"seed={args.seed}", f"algorithm={args.algorithm}",
         f"data.train=[{json.dumps(args.data)}]", "data.eval=[]", f"data.max_prompt_tokens={args.max_prompt_tokens}",
@@ -172,7 +176,7 @@ def run_ours(args) -> dict:
         f"train.total_steps={args.steps}", f"checkpoints.save_every={args.steps + 1}", "train.eval_every=0",
         "checkpoints.resume=never", "train.progress=false", "weight_sync.verify=false", "logging.tensorboard=false",
         f"engine.num_threads={args.threads}", f"generation.threads={args.threads}",
-        f"engine.cpu_autocast={args.autocast}",
+        f"engine.cpu_autocast={args.autocast}", f"ppo.reference_on_generators={reference_on_generators}",
     ]
     cfg = load_config(RLVRConfig, BASE_CONFIG, overrides)
     t0 = time.perf_counter()
@@ -182,7 +186,7 @@ def run_ours(args) -> dict:
     lengths = {r.id: r.prompt_tokens for r in load_prompts([args.data], tokenizer=tok, max_dropped_fraction=1.0)}
     metrics = read_metrics(out_dir)
     records = our_step_records(metrics, batch, lengths, args.group_size)
-    name = "ours (async 1)" if async_steps else "ours"
+    name = "ours (async 1, ref gen)" if reference_on_generators else "ours (async 1)" if async_steps else "ours"
     result = {"framework": f"{name} {args.algorithm}", "run_s": total, **summarise(records, args.warmup)}
     for key in MEMORY_KEYS:
         values = [row[key] for row in metrics if key in row]
@@ -378,14 +382,14 @@ def _fmt(r: dict, peaks: dict[str, float]) -> str:
     rss = (f"{r.get('learner_rss_gib', 0):.2f}/{r.get('generator_rss_gib', 0):.2f}/{r.get('driver_rss_gib', 0):.2f}"
            if "learner_rss_gib" in r else f"{r.get('process_rss_gib', 0):.2f}")
     flag = " *" if r.get("foreign_cores", 0) > FOREIGN_CPU_LIMIT else ""
-    return (f"{r['framework']:<22} {r['step_s']:7.2f} {phases} {r['tokens_per_s']:8.1f} "
+    return (f"{r['framework']:<30} {r['step_s']:7.2f} {phases} {r['tokens_per_s']:8.1f} "
             f"{r['response_tokens_per_s']:8.1f} {r['mean_response_len']:6.1f} {rate} {rss:>15} "
             f"{r.get('foreign_cores', 0):5.2f}{flag}")
 
 
 def report(results: list[dict], peaks: dict[str, float], args) -> list[str]:
     """The table and, per model, our rows against the faster TRL row."""
-    lines = [f"{'framework':<22} {'step_s':>7} " + " ".join(f"{ph[:7]:>7}" for ph in PHASES)
+    lines = [f"{'framework':<30} {'step_s':>7} " + " ".join(f"{ph[:7]:>7}" for ph in PHASES)
              + f" {'tok/s':>8} {'resp/s':>8} {'resp_n':>6} {'GFLOP/s':>6} {'%fp32':>5} {'peak RSS GiB':>15} "
              f"{'other':>5}"]
     for model in dict.fromkeys(r["model"] for r in results):

@@ -80,6 +80,11 @@ class PPOConfig(FrozenConfig):
     grpo_std_normalize: bool = Field(True, description="GRPO: divide by the group std (False = Dr. GRPO)")
     policy_loss: str = Field("ppo_clip", description="policy loss, a name in rlvr.algorithms.POLICY_LOSSES")
     value_loss: str = Field("clipped_mse", description="critic loss (PPO), a name in rlvr.algorithms.VALUE_LOSSES")
+    reference_on_generators: bool = Field(False, description="the frozen reference policy runs in each generator "
+                                          "process and scores its responses right after generating them, instead "
+                                          "of on the learners (rlvr.actors.scoring). With rollout.async_steps > 0 "
+                                          "that pass overlaps the learners' update; the learners hold no reference "
+                                          "model. Costs one more copy of the model per generator")
     shared_prompt_forward: bool = Field(True, description="learner: compute each prompt once for all of its samples "
                                         "in a micro-batch (rlvr.actors.shared_prompt; same log-probs and gradients "
                                         "up to float rounding); off with flash-attention, which takes no 4D mask")
@@ -213,6 +218,13 @@ class RLVRConfig(RunConfig):
     def advantage_estimator(self) -> str:
         """The name in rlvr.algorithms.ADVANTAGE_ESTIMATORS: gae for PPO, else the algorithm's own."""
         return "gae" if self.algorithm == "ppo" else self.algorithm
+
+    @property
+    def reference_micro_batch_size(self) -> int | None:
+        """Micro-batch size of the reference policy the generators hold (None: they hold none)."""
+        if self.ppo.reference_on_generators and self.ppo.kl_coef > 0:
+            return self.optim.per_device_batch_size
+        return None
 
     def advantage_params(self):
         """rlvr.algorithms.AdvantageParams from this config (shaping, KL, GAE and group settings)."""

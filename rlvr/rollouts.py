@@ -52,6 +52,7 @@ class Batch:
     def __init__(self, step: int, rows: list, reqs: list[dict[str, Any]], policy_step: int):
         self.step, self.rows, self.reqs, self.policy_step = step, rows, reqs, policy_step
         self.refs: list = []
+        self.ref_scores: list = []  # ppo.reference_on_generators: each generator's reference log-probs
         self.used: list[int] = []
         self.timeout_s = 0.0
 
@@ -87,6 +88,11 @@ class Rollouts:
             [r["prompt_ids"] for r in shards[i]], [r["seed"] for r in shards[i]],
             max_new_tokens=cfg.rollout.max_new_tokens, temperature=temperature,
             top_p=cfg.rollout.top_p if kind == "train" else 1.0) for i in batch.used]
+        if kind == "train" and cfg.reference_micro_batch_size:
+            # queued behind the generation on the same actor, with its result: runs as soon as it is done
+            batch.ref_scores = [gens.actors[i].score_reference.remote([r["prompt_ids"] for r in shards[i]], ref,
+                                                                      temperature)
+                                for i, ref in zip(batch.used, batch.refs)]
         batch.timeout_s = cfg.resources.generation_timeout_s(cfg.rollout.max_new_tokens,
                                                              max(len(s) for s in shards),
                                                              cfg.generation.max_num_seqs)
@@ -102,7 +108,12 @@ class Rollouts:
         rollouts = [r for shard in outs for r in shard]
         for req, ro in zip(batch.reqs, rollouts):
             req.update(response_ids=ro.response_ids, logprobs=ro.logprobs, finished=ro.finish_reason == "stop")
-        batch.refs = []
+        if batch.ref_scores:
+            scored = self.generators.get(batch.ref_scores, "reference log-probs (on the generators)",
+                                         ranks=batch.used, timeout_s=timeout)
+            for req, lp in zip(batch.reqs, [lp for shard in scored for lp in shard]):
+                req["ref_logprobs"] = lp
+        batch.refs, batch.ref_scores = [], []
         return batch
 
     # ---- training steps ----
@@ -138,7 +149,9 @@ class Rollouts:
             self.collect(batch)
             out.append({"step": batch.step, "policy_step": batch.policy_step, "rows": [r.id for r in batch.rows],
                         "reqs": [{"row": req["row"].id, "seed": req["seed"], "response_ids": list(req["response_ids"]),
-                                  "logprobs": [float(x) for x in req["logprobs"]], "finished": bool(req["finished"])}
+                                  "logprobs": [float(x) for x in req["logprobs"]], "finished": bool(req["finished"]),
+                                  **({"ref_logprobs": [float(x) for x in req["ref_logprobs"]]}
+                                     if req.get("ref_logprobs") is not None else {})}
                                  for req in batch.reqs]})
         return out
 
@@ -148,5 +161,5 @@ class Rollouts:
             rows = [self.rows_by_id[i] for i in b["rows"]]
             reqs = [{"row": self.rows_by_id[q["row"]], "prompt_ids": self.rows_by_id[q["row"]].prompt_ids,
                      "seed": q["seed"], "response_ids": q["response_ids"], "logprobs": q["logprobs"],
-                     "finished": q["finished"]} for q in b["reqs"]]
+                     "finished": q["finished"], "ref_logprobs": q.get("ref_logprobs")} for q in b["reqs"]]
             self.inflight.append(Batch(b["step"], rows, reqs, b["policy_step"]))

@@ -132,7 +132,8 @@ class RLVRTrainer:
         self.generators = GeneratorGroup(cfg.model, gen, count=gen.num_generators, max_model_len=cfg.max_model_len,
                                          seed=cfg.seed, timeout_s=res.call_timeout_s,
                                          startup_timeout_s=res.startup_timeout_s,
-                                         placement_group=self._placement_group, bundle_offset=W)
+                                         placement_group=self._placement_group, bundle_offset=W,
+                                         reference_micro_batch_size=cfg.reference_micro_batch_size)
         transport = choose_transport(cfg.weight_sync.transport, self.learners.infos[0], self.generators.infos)
         actors = {"learners": self.learners.infos, "generators": self.generators.infos, "weight_sync": transport,
                   "rendezvous": f"{self.learners.master_addr}:{self.learners.master_port}"}
@@ -282,8 +283,8 @@ class RLVRTrainer:
 
         t2 = time.perf_counter()
         W = cfg.dist.world_size
-        samples = [{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"], "logprobs": r["logprobs"]}
-                   for r in reqs]
+        samples = [{"prompt_ids": r["prompt_ids"], "response_ids": r["response_ids"], "logprobs": r["logprobs"],
+                    "ref_logprobs": r.get("ref_logprobs")} for r in reqs]
         prepared = self.learners.get(self.learners.call_sharded("prepare", [(s,) for s in _chunks(samples, W)]),
                                      "learner prepare")
         batch = {key: None if prepared[0][key] is None else cat_padded([p[key] for p in prepared])

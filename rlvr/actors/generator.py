@@ -39,6 +39,7 @@ from core.logging import get_logger
 from core.tokens import stop_token_ids
 from rlvr.actors.node import whereami
 from rlvr.actors.perf import peak_rss_gib
+from rlvr.actors.scoring import ReferenceScorer
 from rlvr.actors.weight_transport import join_group, receive_broadcast
 
 log = get_logger(__name__)
@@ -60,11 +61,13 @@ class Generator:
 
     def __init__(self, model: str, *, backend: str = "auto", max_model_len: int = 512, max_num_seqs: int = 64,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float = 0.4, seed: int = 0,
-                 threads: int = 1, device: str = "auto", enforce_eager: bool = True, dtype: str | None = None):
+                 threads: int = 1, device: str = "auto", enforce_eager: bool = True, dtype: str | None = None,
+                 reference_micro_batch_size: int | None = None):
         """`dtype`: float32 or bfloat16 weights (default: float32 on CPU, bfloat16 on CUDA); "auto" picks the
         faster on CPU (rlvr.actors.backend_probe). `backend="auto"`: the faster of vLLM (when importable) and HF
         for this model, device and thread count, from the same probe. `enforce_eager`: vLLM without CUDA graphs
-        (faster start; graphs are slower on CPU)."""
+        (faster start; graphs are slower on CPU). `reference_micro_batch_size`: also hold the frozen reference
+        policy (`model` as loaded now) to score responses (`score_reference`; ppo.reference_on_generators)."""
         torch.set_num_threads(threads)
         self.device = "cuda" if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) else "cpu"
         if backend not in ("auto", "vllm", "hf"):
@@ -106,6 +109,12 @@ class Generator:
             self.tokenizer = tok = AutoTokenizer.from_pretrained(model)
             self.eos_ids = set(stop_token_ids(tok, self.model.generation_config))
             self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.reference = None
+        if reference_micro_batch_size:
+            tok = self.tokenizer
+            self.reference = ReferenceScorer(
+                model, pad_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                micro_batch_size=reference_micro_batch_size, device=self.device)
         self.weights_version = 0
         log.info("generator ready: backend %s, %s on %s (pid %d)", self.backend, self.dtype, self.device,
                  os.getpid())
@@ -198,6 +207,15 @@ class Generator:
                                  past_key_values=cache, use_cache=True)
                 next_pos = next_pos + 1
         return [Rollout(r, lp, f) for r, lp, f in zip(responses, logprobs, finish)]
+
+    def score_reference(self, prompts: list[list[int]], rollouts: list[Rollout], temperature: float
+                        ) -> list[list[float]]:
+        """The frozen reference policy's log-probs of each rollout's response after its prompt, at `temperature`
+        (the driver sends this right after `generate`, with that call's result)."""
+        if self.reference is None:
+            raise RuntimeError("this generator holds no reference model (ppo.reference_on_generators is off)")
+        return self.reference.score([{"prompt_ids": p, "response_ids": r.response_ids}
+                                     for p, r in zip(prompts, rollouts)], temperature)
 
     # ---- weights ----
     def load_weights(self, state_dict: dict[str, Any], version: int | None = None) -> int:

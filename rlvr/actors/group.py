@@ -296,7 +296,8 @@ class GeneratorGroup(ActorGroup):
     """`count` generator actors, each its own engine (vLLM or HF), placed like the learners."""
 
     def __init__(self, model: str, gen_cfg, *, count: int, max_model_len: int, seed: int, timeout_s: float,
-                 startup_timeout_s: float, placement_group=None, bundle_offset: int = 0):
+                 startup_timeout_s: float, placement_group=None, bundle_offset: int = 0,
+                 reference_micro_batch_size: int | None = None):
         super().__init__([], [], timeout_s=timeout_s)
         remote_cls = ray.remote(Generator)
 
@@ -307,7 +308,7 @@ class GeneratorGroup(ActorGroup):
                 model, backend=gen_cfg.backend, max_model_len=max_model_len, max_num_seqs=gen_cfg.max_num_seqs,
                 kv_cache_memory_bytes=gen_cfg.kv_cache_memory_bytes,
                 gpu_memory_utilization=gen_cfg.gpu_memory_utilization, seed=seed + i, threads=gen_cfg.threads,
-                dtype=gen_cfg.dtype)
+                dtype=gen_cfg.dtype, reference_micro_batch_size=reference_micro_batch_size)
 
         self._start("generator", make, count, [_bundle(gen_cfg.num_cpus, gen_cfg.num_gpus)] * count,
                     placement_group=placement_group, bundle_offset=bundle_offset, startup_timeout_s=startup_timeout_s)

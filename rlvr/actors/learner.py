@@ -46,24 +46,11 @@ from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_d
 from core.finite import count_nonfinite
 from core.logging import get_logger
 from core.losses import aggregate_loss, per_rank_units, train_micro_batches
-from rlvr.actors.batch import (
-    build_batch,
-    gather_positions,
-    grouped_micro_batches,
-    length_sorted_micro_batches,
-    select_rows,
-    sequence_lengths,
-    trim,
-)
+from rlvr.actors.batch import build_batch, gather_positions, select_rows, sequence_lengths
 from rlvr.actors.node import list_files, read_text, whereami
 from rlvr.actors.perf import flop_model, peak_rss_gib
-from rlvr.actors.shared_prompt import (
-    duplicate_prompt_lengths,
-    prompt_groups,
-    shared_prompt_logits,
-    supports_packing,
-    worth_sharing,
-)
+from rlvr.actors.scoring import micro_batches, response_logits
+from rlvr.actors.shared_prompt import duplicate_prompt_lengths, supports_packing, worth_sharing
 from rlvr.actors.weight_transport import join_group, send_broadcast
 from rlvr.algorithms import (
     POLICY_LOSSES,
@@ -136,8 +123,8 @@ class Learner:
 
         self.policy = build_engine(load_lm(), cfg.learner_optim("policy"), cfg.engine, total_steps=total,
                                    world_size=world_size, device=self.device)
-        self.ref = None
-        if cfg.ppo.kl_coef > 0:
+        self.ref = None  # ppo.reference_on_generators: the samples bring their reference log-probs
+        if self.has_reference and not cfg.ppo.reference_on_generators:
             self.ref = build_engine(load_lm(), cfg.optim, cfg.engine, total_steps=total, world_size=world_size,
                                     device=self.device, trainable=False)
         self.value = None
@@ -165,17 +152,8 @@ class Learner:
         return self._share_prompts and worth_sharing(batch)
 
     def _response_logits(self, engine, batch) -> torch.Tensor:
-        """Logits at the positions that predict response tokens [B, T, V]. Only the sequence tail from the
-        earliest response position is projected onto the vocabulary (`logits_to_keep`): with a 49k vocabulary
-        the full [B, L, V] logits would dominate memory. Rows sharing a prompt compute it once
-        (rlvr.actors.shared_prompt)."""
-        if self._shares(batch):
-            return shared_prompt_logits(engine, batch, self.pad_id)
-        L = batch["input_ids"].shape[1]
-        first = int(batch["index"][:, 0].min())
-        keep = L - first
-        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-        return gather_positions(out.logits, batch["index"] - first)
+        """Logits at the positions that predict response tokens [B, T, V] (rlvr.actors.scoring)."""
+        return response_logits(engine, batch, pad_id=self.pad_id, share_prompts=self._share_prompts)
 
     def _autocast(self):
         """bf16 matmuls on a CPU that has them (engine.cpu_autocast); fp32 weights and log-softmax either way."""
@@ -195,16 +173,8 @@ class Learner:
         return gather_positions(values.float(), batch["index"])
 
     def _micro_batches(self, batch: dict[str, torch.Tensor], role: str = "policy"):
-        """The batch cut into micro-batches by length (rlvr.actors.batch), each trimmed of unneeded padding:
-        (row indices, micro-batch) pairs."""
-        size = self.cfg.learner_optim(role).per_device_batch_size
-        lengths = sequence_lengths(batch)
-        if self._share_prompts:
-            cuts = grouped_micro_batches(prompt_groups(batch)[1].tolist(), lengths, size)
-        else:
-            cuts = length_sorted_micro_batches(lengths, size)
-        for rows in cuts:
-            yield rows, trim(select_rows(batch, rows))
+        """(row indices, micro-batch) pairs of the role's micro-batch size (rlvr.actors.scoring)."""
+        return micro_batches(batch, self.cfg.learner_optim(role).per_device_batch_size, self._share_prompts)
 
     def _count(self, role: str, micro: dict[str, torch.Tensor], passes: int) -> None:
         """Add the useful FLOPs of `passes` forward-equivalents of `role` on `micro` (rlvr.actors.perf)."""
@@ -213,6 +183,11 @@ class Learner:
         if role == "policy" and self._shares(micro):
             flops -= fm.prompt_copies(duplicate_prompt_lengths(micro))
         self._flops += passes * flops
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the step uses reference log-probs (the KL to the reference: ppo.kl_coef > 0)."""
+        return self.cfg.ppo.kl_coef > 0
 
     @property
     def old_logprobs_source(self) -> str:
@@ -269,7 +244,15 @@ class Learner:
                 gen[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32)
             batch["gen_logprobs"] = gen.to(self.torch_device)
         old = torch.zeros((B, T), device=self.torch_device) if source == "recompute" else None
-        ref = torch.zeros((B, T), device=self.torch_device) if self.ref is not None else None
+        ref = torch.zeros((B, T), device=self.torch_device) if self.has_reference else None
+        if ref is not None and self.ref is None:  # scored on the generators (ppo.reference_on_generators)
+            for i, sample in enumerate(samples):
+                lp = sample.get("ref_logprobs")
+                if lp is None or len(lp) != len(sample["response_ids"]):
+                    raise ValueError(f"learner rank {self.rank}: sample {i} has {0 if lp is None else len(lp)} "
+                                     f"reference log-probs for {len(sample['response_ids'])} response tokens "
+                                     "(ppo.reference_on_generators: the generators score them)")
+                ref[i, : len(lp)] = torch.tensor(lp, dtype=torch.float32, device=self.torch_device)
         values = torch.zeros((B, T), device=self.torch_device) if self.value is not None else None
         self.policy.train(False)
         if self.value is not None:
@@ -279,7 +262,7 @@ class Learner:
             if old is not None:
                 old[rows, :t] = self._logprobs(self.policy, mb)[0]
                 self._count("policy", mb, 1)
-            if ref is not None:
+            if self.ref is not None:
                 ref[rows, :t] = self._logprobs(self.ref, mb)[0]
                 self._count("policy", mb, 1)
             if values is not None:
@@ -366,9 +349,9 @@ class Learner:
                                                     device=self.torch_device)).item()
         num_tokens = per_rank_units(global_tokens, self.world_size)
         policy_loss = POLICY_LOSSES[cfg.ppo.policy_loss]
-        kl_in_loss = not cfg.kl_in_reward and self.ref is not None and cfg.ppo.kl_coef > 0
+        kl_in_loss = not cfg.kl_in_reward and self.has_reference
         # what `prepare` left to the first pass: the KL and the generator gap of the update's own log-probs
-        kl_here = self.ref is not None and mb["old_logprobs"] is None
+        kl_here = self.has_reference and mb["old_logprobs"] is None
         gap_here = "gen_logprobs" in mb and self.old_logprobs_source != "recompute"
         acc = self._first_pass
 

@@ -1,7 +1,8 @@
 """Asynchronous rollouts (rollout.async_steps=1) against the synchronous loop, through a real local Ray on the tiny
 model: with the weights frozen (lr 0) the two loops see the same policy at every step, so every step's rollouts,
 rewards, loss and gradient norm must agree; with learning on, step 1 (staleness 0) must agree and later steps train
-on one-step-stale rollouts. (Exact resume with async_steps=1: tests/rlvr/test_rlvr_core.py.)"""
+on one-step-stale rollouts; and the reference policy scored on the generators (ppo.reference_on_generators) gives
+the run the learners' reference gives. (Exact resume with async_steps=1: tests/rlvr/test_rlvr_core.py.)"""
 
 from __future__ import annotations
 
@@ -60,3 +61,10 @@ def test_async_rollouts_match_the_synchronous_loop_when_staleness_is_zero(ray_lo
     assert learning[1]["prompt_ids"] == sync_frozen[1]["prompt_ids"]  # same prompts in the same order
     assert learning[1]["policy/ratio_mean"] != 1.0  # one update since the batch was generated
     assert learning[1]["gen/logprob_diff"] > async_frozen[1]["gen/logprob_diff"]
+
+    # the reference scored in the generators' processes (overlapping the update): the same run up to float rounding
+    on_generators = _run(tiny_model_dir, prompts, tmp_path / "async_ref", "rollout.async_steps=1",
+                         "ppo.reference_on_generators=true")
+    for step, (a, b) in enumerate(zip(learning, on_generators), 1):
+        _agree(a, b, step)
+    assert on_generators[-1]["kl/token_mean"] > 0  # step 3's rollouts came from the weights after step 1

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from core.config import config_to_dict, load_config
 from core.engine import free_port
+from rlvr.actors.generator import Generator, Rollout
 from rlvr.actors.learner import Learner
 from rlvr.actors.perf import flop_model
 from rlvr.algorithms import (
@@ -237,3 +238,30 @@ def test_asynchronous_rollouts_use_the_generators_logprobs_as_the_old_policy(lea
     _assert_same_weights(learner.policy.module, policy, before)
     # the generator gap is measured on the update's own log-probs: |offset| per sample
     assert out["sum/gap"] / out["sum/gap_rows"] == pytest.approx(offset.abs().mean().item(), abs=1e-5)
+
+
+def test_reference_scored_on_the_generators_gives_the_learners_update(learner_factory, tiny_model_dir):
+    """ppo.reference_on_generators: a generator's reference scorer gives the reference log-probs the learner's own
+    reference engine gives; a learner fed them holds no reference model and makes the same update; a sample
+    without them is an error naming it."""
+    own, _ = learner_factory("tiny_grpo.yaml", "ppo.kl_coef=0.5")
+    fed, cfg = learner_factory("tiny_grpo.yaml", "ppo.kl_coef=0.5", "ppo.reference_on_generators=true")
+    assert own.ref is not None and fed.ref is None and cfg.reference_micro_batch_size == 2
+    samples = _samples(own.policy.module.config.vocab_size)
+    generator = Generator(str(tiny_model_dir), backend="hf", dtype="float32",
+                          reference_micro_batch_size=cfg.reference_micro_batch_size)
+    rollouts = [Rollout(s["response_ids"], [0.0] * len(s["response_ids"]), "stop") for s in samples]
+    scored = generator.score_reference([s["prompt_ids"] for s in samples], rollouts, TEMPERATURE)
+    assert [len(x) for x in scored] == [len(r) for r in RESPONSES]
+
+    with pytest.raises(ValueError, match="sample 0 has 0 reference log-probs"):
+        fed.prepare(samples)
+    for step in (1, 2):  # step 2: the policy has moved, so the KL term is not zero
+        prep_own = own.prepare(samples)
+        prep_fed = fed.prepare([dict(s, ref_logprobs=lp) for s, lp in zip(samples, scored)])
+        torch.testing.assert_close(prep_fed["ref_logprobs"], prep_own["ref_logprobs"], atol=1e-5, rtol=1e-5)
+        adv = group_advantages(sequence_rewards(SCORES, FINISHED), 2)[:, None] * prep_own["mask"]
+        out_own, out_fed = own.update(step, adv), fed.update(step, adv)
+        for key in ("policy/loss", "policy/grad_norm", "sum/kl"):
+            assert out_fed[key] == pytest.approx(out_own[key], rel=1e-4, abs=1e-7), (step, key)
+    assert out_own["sum/kl"] > 1e-6

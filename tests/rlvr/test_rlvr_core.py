@@ -126,12 +126,14 @@ def _wait_for(predicate, timeout_s: float, what: str, proc=None):
 def test_kill_after_checkpoint_and_resume_is_exact(ray_local, tiny_model_dir, prompts, tmp_path, async_steps):
     """An uninterrupted 4-step run vs. a run SIGKILLed after its step-2 checkpoint (mid step 3) and resumed:
     the same per-step loss, grad norm, LR, reward and prompt ids; no step lost or repeated. Also with
-    asynchronous rollouts (rollout.async_steps=1): the checkpoint holds the batch of step 3, generated during
-    step 2 with the weights of step 1, and the resumed run trains on it."""
+    asynchronous rollouts (rollout.async_steps=1, and the reference scored on the generators): the checkpoint
+    holds the batch of step 3, generated during step 2 with the weights of step 1, and its reference log-probs,
+    and the resumed run trains on it."""
     from rlvr.driver import train
 
     common = ["train.total_steps=4", "checkpoints.save_every=2", "weight_sync.verify=true", "train.eval_every=2",
-              "data.eval_size=4", "train.eval_at_start=true", f"rollout.async_steps={async_steps}"]
+              "data.eval_size=4", "train.eval_at_start=true", f"rollout.async_steps={async_steps}",
+              f"ppo.reference_on_generators={bool(async_steps)}"]
     full = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, tmp_path / "full", *common, f"data.eval=[{prompts}]")
     _check_ppo_run(train(full), full, tmp_path / "full", tiny_model_dir, 4)
 
