@@ -18,9 +18,9 @@ Against a KV-cache formulation (prompt pass, cache copied to the samples, respon
 instead of two, each weight's gradient is one matmul over all of the row's tokens rather than two thin ones, and
 nothing is copied: on SmolLM2 at 4 samples of ~60 tokens per ~100-token prompt, that is the faster learner step
 (bench/rlvr_step.py). It needs no KV cache, so it also runs under gradient checkpointing (tested) and ZeRO-3
-(one plain forward; not yet run on a GPU). Padding
-positions (between rows of different lengths) attend only to themselves, so no query row is fully masked (a NaN
-that the backward would spread into the weight gradients). The critic (a sequence classifier) always runs the
+(one plain forward; not yet run on a GPU). Padding positions (between rows of different lengths) attend only
+to themselves, so no query row is fully masked (a NaN that the backward would spread into the weight
+gradients). The critic (a sequence classifier) always runs the
 plain pass; attention implementations that cannot take a 4D mask (flash-attention) are not shared.
 """
 
