@@ -63,7 +63,7 @@ class ReferenceScorer:
     def __init__(self, model: str, *, pad_id: int, micro_batch_size: int, share_prompts: bool = True,
                  device: str = "cpu"):
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).to(device)
-        self.model.requires_grad_(False).eval()
+        self.model.requires_grad_(False).train(False)  # inference mode for dropout and norms
         disable_dropout(self.model)
         self.pad_id, self.micro_batch_size, self.device = pad_id, micro_batch_size, device
         self.share_prompts = share_prompts and supports_packing(self.model)
