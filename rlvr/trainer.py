@@ -303,7 +303,8 @@ class RLVRTrainer:
         self._check_update(step, results)  # before the weights reach the generators or a checkpoint
         t_learn = time.perf_counter() - t2
 
-        sync_metrics = self.sync.sync()
+        # asynchronous: the generators reload while the learners start the next step (rlvr.weight_sync)
+        sync_metrics = self.sync.sync(wait=not cfg.rollout.async_steps)
         self.rollouts.policy_step = step
         if cfg.weight_sync.verify and self.sync.version % cfg.weight_sync.verify_every == 0:
             sync_metrics["weight_sync/max_logprob_diff"] = self.sync.verify()
@@ -382,6 +383,7 @@ class RLVRTrainer:
                     bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", s_per_step=f"{metrics['time/step_s']:.1f}")
         if bar is not None:
             bar.close()
+        self.sync.finish()  # the last overlapped reload: its errors belong to this run
         final = self.out / "final"
         self.learners.get(self.learners.call("save_hf", str(final)), "saving the final model")
         summary = {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))}

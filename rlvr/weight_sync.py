@@ -91,6 +91,7 @@ class WeightSync:
         self.version = 0
         self._spec = None
         self._group_args: dict[str, Any] | None = None
+        self._pending: tuple[list, list] | None = None  # an overlapped sync's (learner refs, generator reloads)
 
     def _get(self, refs, what: str, group, ranks: list[int] | None = None, timeout_s: float | None = None):
         """Bounded wait: a stall is a WeightSyncError, a dead actor an ActorFailure (rlvr.actors.group)."""
@@ -132,16 +133,28 @@ class WeightSync:
         log.info("weight-sync group (%s) formed at %s:%d with %d generator(s)", self.transport, host, port,
                  len(self.generators))
 
-    def sync(self) -> dict[str, float]:
-        """Push the learner's current policy weights to every generator. Returns timing metrics."""
+    def sync(self, *, wait: bool = True) -> dict[str, float]:
+        """Push the learner's current policy weights to every generator. Returns time/sync_s: the seconds the
+        driver was held up, waiting for the previous overlapped sync included.
+
+        wait=False (the trainer's choice under asynchronous rollouts) with the object-store transport: return once
+        the learners have handed over their weights and the reloads are sent. A generator runs its calls one at a
+        time in the order sent, so the reload still comes before any generation sent after this call; the learners
+        meanwhile go on to the next step instead of waiting for the generators to finish the batch in progress and
+        reload. The next `sync`, `finish` or `verify` waits for it and raises its errors. The collective transports
+        always wait: the learners take part in the broadcast, which a generator joins only when its current call
+        is done."""
         t0 = time.perf_counter()
+        self.finish()
         self.version += 1
         gens = self.generators.actors
         if self.transport == "object_store":
             refs = self.learners.call("full_state_dict")  # every rank (ZeRO-3 gathers collectively)
-            sd_ref = refs[0]
+            sd_ref = refs[0]  # learner rank 0's copy, in the object store: never fetched by the driver
             loads = [g.load_weights.remote(sd_ref, self.version) for g in gens]
-            self._both(refs[1:], list(range(1, len(refs))), loads, "weight sync (object store)")
+            self._pending = (refs[1:], loads)
+            if wait:
+                self.finish()
         else:
             self.connect()
             if self._spec is None:
@@ -153,8 +166,24 @@ class WeightSync:
             self._both(sends, list(range(len(sends))), recvs, f"weight sync ({self.transport} broadcast)")
         return {"time/sync_s": time.perf_counter() - t0}
 
+    @property
+    def pending(self) -> bool:
+        """Whether an overlapped sync (`sync(wait=False)`) has not been waited for yet."""
+        return self._pending is not None
+
+    def finish(self) -> None:
+        """Wait until every generator has loaded the last overlapped sync's weights (a no-op when none is
+        pending); a failed or stalled reload raises here, naming the actor."""
+        if self._pending is None:
+            return
+        learner_refs, loads = self._pending
+        self._pending = None
+        self._both(learner_refs, list(range(1, len(learner_refs) + 1)), loads,
+                   f"weight sync {self.version} (object store)")
+
     def verify(self) -> float:
         """Greedy-decode the probe on every generator and compare its log-probs with the learner's."""
+        self.finish()
         worst = 0.0
         outs = self._get(self.generators.call("generate", [self.probe_prompt], [0], max_new_tokens=PROBE_TOKENS,
                                               temperature=0.0), "weight-sync check (generation)", self.generators)

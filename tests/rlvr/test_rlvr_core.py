@@ -194,6 +194,26 @@ def test_weight_sync_check_catches_stale_generators_both_transports_and_stalls(r
                           probe_prompt=trainer.sync.probe_prompt)
         gloo.sync()
         assert gloo.verify() <= 1e-4
+        # overlapped (asynchronous rollouts): sync(wait=False) leaves the reload pending; a generator still runs it
+        # before any later call, so the next check sees the learner's weights again
+        ray.get(trainer.generators.actors[1].load_weights.remote(noisy))
+        trainer.sync.sync(wait=False)
+        assert trainer.sync.pending
+        assert trainer.sync.verify() <= cfg.weight_sync.tolerance and not trainer.sync.pending
+        # ... and a reload that fails is raised by the next wait on it, naming the generator
+        class WrongWeights:  # a learner whose weights do not fit the generators' model
+            def full_state_dict(self):
+                return {"not.a.weight": torch.zeros(1)}
+
+        wrong_learner = ray.remote(num_cpus=0)(WrongWeights).remote()
+        wrong = WeightSync(ActorGroup([wrong_learner], ["learner rank 0"], timeout_s=60), trainer.generators,
+                           transport="object_store", timeout_s=60, tolerance=1e-4,
+                           probe_prompt=trainer.sync.probe_prompt)
+        wrong.sync(wait=False)
+        with pytest.raises(ray.exceptions.RayTaskError, match="not.a.weight") as caught:
+            wrong.finish()
+        assert caught.value.actor_name.startswith("generator")
+        ray.kill(wrong_learner)
         # a group with a member that never joins (busy elsewhere) is an error naming the address, not a hang
         class NeverJoins:  # defined here: pickled by value, so the worker needs no import of this module
             def join_weight_sync(self, group_args):
