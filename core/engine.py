@@ -224,9 +224,11 @@ def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
+    # fused: one vectorised kernel for the whole step (the same update; on CPU 0.1 s instead of 0.5-0.7 s per
+    # step for SmolLM2-135M's parameters, 1 thread)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=optim.lr, betas=optim.betas, eps=optim.eps,
+        lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, total_steps))
     ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
