@@ -8,6 +8,16 @@ accumulation scaling off (`engine.backward(loss, scale_wrt_gas=False)`). DeepSpe
 gradients over the ranks, which completes the mean: the gradient equals that of sum(every unit's loss) / global
 units, however the step is split into micro-batches or ranks. The LR/batch-size experiments depend on this.
 
+The unit is what the loss averages over, named as verl's `loss_agg_mode` (the RL policy loss picks one with
+`ppo.loss_agg_mode`; SFT, DPO, RM and the critic use token-mean / pair-mean). For per-token losses l [B, T], mask m:
+    token-mean               sum_{i,t} m l / sum of m over the step                 (one unit = one token)
+    seq-mean-token-sum       sum_i (sum_t m l) / sequences of the step              (one unit = one sequence)
+    seq-mean-token-mean      sum_i (sum_t m l / sum_t m) / sequences of the step    (the GRPO paper's, GSPO's)
+    seq-mean-token-sum-norm  sum_{i,t} m l / (sequences of the step x horizon)      (Dr. GRPO: a constant
+                             horizon, the response length cap, instead of each response's length)
+A sequence with no unmasked token is no unit. Every mode keeps the invariance: each row's weight depends on that
+row alone, and the divisor counts the whole step (`loss_units` per micro-batch, summed over micro-batches and ranks).
+
 `train_micro_batches(engine, micro_batches, loss_fn)` is the loop every trainer runs for one optimiser step:
 backward per micro-batch, the gradient norm taken at the accumulation boundary before the optimiser step (ZeRO
 stage 0, where DeepSpeed does not report it), and the step itself (left out for non-finite gradients when asked,
@@ -24,16 +34,47 @@ import torch
 
 from core.finite import step_engine
 
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"unknown loss_agg_mode {mode!r}; known: {', '.join(LOSS_AGG_MODES)}")
+
+
+def loss_units(mask: torch.Tensor, mode: str = "token-mean", *, horizon: int | None = None) -> float:
+    """The units `mode` averages over in this batch: tokens (mask [B, T] summed), sequences with at least one
+    unmasked token, or those sequences x `horizon` (seq-mean-token-sum-norm; default the mask's width T).
+    Summed over the micro-batches and ranks of a step, it is aggregate_loss's `num_units` (per_rank_units)."""
+    _check_mode(mode)
+    if mode == "token-mean":
+        return float(mask.sum())
+    sequences = float((mask.sum(-1) > 0).sum())
+    if mode == "seq-mean-token-sum-norm":
+        return sequences * float(mask.shape[-1] if horizon is None else horizon)
+    return sequences
+
 
 def aggregate_loss(values: torch.Tensor, mask: torch.Tensor | None = None, *,
-                   num_units: float | torch.Tensor | None = None) -> torch.Tensor:
-    """sum(values * mask) / num_units (default: the units in this batch, `mask.sum()` or `values.numel()`).
-    values: [B, T] per-token losses with mask [B, T], or already-summed losses of any shape -> scalar."""
+                   num_units: float | torch.Tensor | None = None, mode: str = "token-mean",
+                   horizon: int | None = None) -> torch.Tensor:
+    """The loss reduction of `mode` (module docstring): sum(row weight x values x mask) / num_units, where the row
+    weight is 1, except 1 / (the row's unmasked tokens) for seq-mean-token-mean.
+    values: [B, T] per-token losses with mask [B, T], or (token-mean only) already-summed losses of any shape ->
+    scalar. num_units default: this batch's own units (`loss_units`; `values.numel()` without a mask)."""
+    _check_mode(mode)
     if mask is not None:
         mask = mask.to(values.dtype)
         values = values * mask
-    count = (mask.sum() if mask is not None else torch.tensor(float(values.numel()), dtype=values.dtype))
-    denom = count if num_units is None else torch.as_tensor(num_units, dtype=values.dtype, device=values.device)
+        if mode == "seq-mean-token-mean":
+            values = values / mask.sum(-1, keepdim=True).clamp(min=1)
+    elif mode != "token-mean":
+        raise ValueError(f"loss_agg_mode {mode} needs the token mask of [B, T] losses")
+    if num_units is None:
+        count = loss_units(mask, mode, horizon=horizon) if mask is not None else float(values.numel())
+        denom = torch.tensor(count, dtype=values.dtype, device=values.device)
+    else:
+        denom = torch.as_tensor(num_units, dtype=values.dtype, device=values.device)
     return values.sum() / denom.clamp(min=1)
 
 

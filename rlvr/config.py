@@ -10,7 +10,7 @@ Optimiser steps per RL step = ppo.epochs x ppo.num_mini_batches; the LR schedule
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -42,6 +42,14 @@ class RolloutConfig(FrozenConfig):
 
 
 class GenerationConfig(FrozenConfig):
+    dynamic_sampling: bool = Field(False, description="DAPO's dynamic sampling: drop the prompts whose samples all "
+                                   "got the same verifier score (no group-relative signal) and generate more "
+                                   "prompts until prompts_per_step are kept (rlvr.rollouts); logged as "
+                                   "dynamic_sampling/kept_fraction and /rounds")
+    max_sampling_rounds: int = Field(3, ge=1, description="dynamic sampling: at most this many generation rounds "
+                                     "of prompts_per_step prompts per step; a batch still short after them is "
+                                     "filled with dropped groups, the earliest first (dynamic_sampling/"
+                                     "filled_groups)")
     backend: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: the faster of vLLM (when importable) "
                                                    "and HF for this model, device and thread count, by a short "
                                                    "probe cached in $RLVR_CACHE (rlvr.actors.backend_probe)")
@@ -62,8 +70,12 @@ class GenerationConfig(FrozenConfig):
 class PPOConfig(FrozenConfig):
     epochs: int = Field(1, ge=1, description="passes over each rollout batch")
     num_mini_batches: int = Field(1, ge=1, description="optimiser steps per epoch")
-    clip_eps: float = Field(0.2, gt=0)
-    clip_eps_high: float | None = Field(None, gt=0, description="DAPO clip-higher; default clip_eps")
+    clip_eps: float = Field(0.2, gt=0, description="the ratio's lower clip 1 - clip_eps (ppo, dual_clip, gspo, "
+                            "cispo)")
+    clip_eps_high: float | None = Field(None, gt=0, description="the upper clip 1 + clip_eps_high (DAPO's "
+                                        "clip-higher); default clip_eps")
+    clip_ratio_c: float = Field(3.0, gt=1, description="dual_clip: a token with a negative advantage loses at most "
+                                "-A x clip_ratio_c (Ye et al. 2020)")
     value_clip_eps: float = Field(0.2, gt=0)
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
@@ -78,7 +90,29 @@ class PPOConfig(FrozenConfig):
                                       "sequence reward before group normalisation (default False)")
     whiten_advantages: bool = Field(True, description="PPO: whiten GAE advantages over the batch (all ranks)")
     grpo_std_normalize: bool = Field(True, description="GRPO: divide by the group std (False = Dr. GRPO)")
-    policy_loss: str = Field("ppo_clip", description="policy loss, a name in rlvr.algorithms.POLICY_LOSSES")
+    advantage_estimator: str | None = Field(None, description="a name in rlvr.algorithms.ADVANTAGE_ESTIMATORS: gae "
+                                            "(with a critic), grpo, rloo, reinforce_pp, reinforce_pp_baseline; "
+                                            "default: the algorithm's (rlvr.presets)")
+    policy_loss: str = Field("ppo", description="policy loss, a name in rlvr.algorithms.POLICY_LOSSES: ppo, "
+                             "dual_clip, gspo, cispo")
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = \
+        Field("token-mean", description="how the policy loss (and the KL in it) averages over the optimiser "
+              "step, verl's names (core.losses): per token; per sequence of token sums; per sequence of token "
+              "means; token sums over sequences x rollout.max_new_tokens (Dr. GRPO)")
+    mismatch_correction: Literal["off", "tis", "mask"] = Field(
+        "off", description="correct the policy loss for the generator-vs-learner log-prob gap "
+        "(rlvr.algorithms.mismatch): tis weights each token by min(pi_old/mu, tis_cap); mask weights each sequence "
+        "by its ratio and drops those above mismatch_mask_threshold. Either recomputes the old log-probs on the "
+        "learner (one more forward). The gap is logged every step either way (mismatch/abs_diff_mean, _max)")
+    tis_cap: float = Field(2.0, gt=0, description="mismatch_correction tis: the cap C of the token weights")
+    mismatch_mask_threshold: float = Field(2.0, gt=0, description="mismatch_correction mask: sequences whose "
+                                           "ratio pi_old(y)/mu(y) is above this leave the loss")
+    kl_controller: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="fixed: beta stays kl_coef; adaptive: beta starts at kl_coef and follows "
+        "kl_target (Ziegler et al. 2019; rlvr.algorithms.kl), checkpointed, logged as kl/coef")
+    kl_target: float = Field(6.0, gt=0, description="adaptive KL: the target mean sequence KL to the reference")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive KL: the horizon in samples (beta moves by at most "
+                            "20% x samples per step / horizon per step)")
     value_loss: str = Field("clipped_mse", description="critic loss (PPO), a name in rlvr.algorithms.VALUE_LOSSES")
     reference_on_generators: bool = Field(False, description="the frozen reference policy runs in each generator "
                                           "process and scores its responses right after generating them, instead "
@@ -100,6 +134,13 @@ class RewardsConfig(FrozenConfig):
 
 
 class WeightSyncConfig(FrozenConfig):
+    overlong_buffer: int = Field(0, ge=0, description="DAPO's soft overlong punishment: a response longer than "
+                                 "rollout.max_new_tokens - overlong_buffer tokens loses up to overlong_penalty x "
+                                 "verified_reward, linearly, all of it at the cap. 0: off")
+    overlong_penalty: float = Field(1.0, ge=0, description="the soft overlong punishment at the length cap, as a "
+                                    "fraction of verified_reward (DAPO: 1, the gap between right and wrong)")
+    overlong_filter: bool = Field(False, description="mask responses cut off at rollout.max_new_tokens (no stop "
+                                  "token) out of the policy loss and its normaliser (DAPO's overlong filtering)")
     transport: Literal["auto", "object_store", "nccl", "gloo"] = Field(
         "auto", description="auto: an NCCL group when learner rank 0 and every generator hold GPUs of their own, "
         "else the Ray object store (CPU, or learners and generators sharing a GPU); gloo: the same group over TCP "
@@ -147,7 +188,9 @@ class RLVRConfig(RunConfig):
     checkpoints the last step."""
 
     model: str = Field(..., description="policy to start from: bundled name, local folder or hub name")
-    algorithm: Literal["ppo", "grpo", "rloo"] = Field("ppo", description="ppo: GAE + critic; grpo/rloo: no critic")
+    algorithm: Literal["ppo", "grpo", "rloo", "reinforce_pp", "dr_grpo", "dapo", "gspo", "cispo"] = Field(
+        "ppo", description="a preset (rlvr.presets): ppo (GAE + critic), grpo, rloo, reinforce_pp, dr_grpo, dapo, "
+        "gspo, cispo; it fills in the settings of its paper that the config leaves unset")
     value_model: str | None = Field(None, description="critic initialisation (a reward model folder, as Tulu 3); "
                                                       "default: the policy with a fresh value head")
     tokenizer: str | None = Field(None, description="default: the model's")
@@ -165,12 +208,39 @@ class RLVRConfig(RunConfig):
     @model_validator(mode="after")
     def _check_batch_arithmetic(self) -> RLVRConfig:
         batch = self.rollout_batch_size
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """`algorithm` names a preset: its settings fill the keys the config leaves unset (rlvr.presets)."""
+        if not isinstance(data, dict):
+            return data
+        from rlvr.presets import expand  # torch-free
+
+        return expand(data)
+
         per_rank, rem = divmod(batch, self.dist.world_size)
         if rem:
             raise ValueError(f"rollout batch {batch} (prompts_per_step x samples_per_prompt) does not split over "
                              f"dist.world_size {self.dist.world_size} learner ranks")
-        if self.algorithm != "ppo" and self.rollout.samples_per_prompt < 2:
-            raise ValueError(f"algorithm {self.algorithm} needs rollout.samples_per_prompt >= 2 (group size)")
+        # lazy: the registries hold torch functions, and this module stays torch-free (`rlvr train --help`, the
+        # preflight and the pipeline load it before anything heavy)
+        from rlvr.algorithms import (
+            ADVANTAGE_ESTIMATORS,
+            GROUP_ESTIMATORS,
+            POLICY_LOSSES,
+            VALUE_LOSSES,
+        )
+
+        if self.advantage_estimator in GROUP_ESTIMATORS and self.rollout.samples_per_prompt < 2:
+            raise ValueError(f"rollout.samples_per_prompt: the group estimator {self.advantage_estimator} "
+                             f"(algorithm {self.algorithm}) needs at least 2 samples per prompt")
+        if self.rollout.dynamic_sampling and self.rollout.samples_per_prompt < 2:
+            raise ValueError("rollout.dynamic_sampling: filtering groups needs rollout.samples_per_prompt >= 2")
+        if self.ppo.kl_controller == "adaptive" and self.ppo.kl_coef <= 0:
+            raise ValueError("ppo.kl_controller: adaptive multiplies beta, so it needs ppo.kl_coef > 0")
+        if self.rewards.overlong_buffer > self.rollout.max_new_tokens:
+            raise ValueError(f"rewards.overlong_buffer: {self.rewards.overlong_buffer} is longer than "
+                             f"rollout.max_new_tokens {self.rollout.max_new_tokens}")
         mini, rem = divmod(per_rank, self.ppo.num_mini_batches)
         if rem or mini == 0:
             raise ValueError(f"{per_rank} sequences per rank do not split into ppo.num_mini_batches "
@@ -192,11 +262,7 @@ class RLVRConfig(RunConfig):
             raise ValueError("ppo.kl_estimator: k1 cannot be used with the KL in the loss (its gradient does not "
                              "depend on the reference policy); use k3 (the default there) or k2, or set "
                              "ppo.kl_in_reward=true")
-        # lazy: the registries hold torch functions, and this module stays torch-free (`rlvr train --help`, the
-        # preflight and the pipeline load it before anything heavy)
-        from rlvr.algorithms import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, VALUE_LOSSES
-
-        for key, name, registry in (("algorithm", self.advantage_estimator, ADVANTAGE_ESTIMATORS),
+        for key, name, registry in (("ppo.advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS),
                                     ("ppo.policy_loss", self.ppo.policy_loss, POLICY_LOSSES),
                                     ("ppo.value_loss", self.ppo.value_loss, VALUE_LOSSES)):
             if name not in registry:
@@ -212,12 +278,13 @@ class RLVRConfig(RunConfig):
 
     @property
     def use_critic(self) -> bool:
-        return self.algorithm == "ppo"
+        """A critic is trained where the advantages need its values (gae)."""
+        return self.advantage_estimator == "gae"
 
     @property
     def advantage_estimator(self) -> str:
-        """The name in rlvr.algorithms.ADVANTAGE_ESTIMATORS: gae for PPO, else the algorithm's own."""
-        return "gae" if self.algorithm == "ppo" else self.algorithm
+        """The name in rlvr.algorithms.ADVANTAGE_ESTIMATORS: ppo.advantage_estimator (every preset sets it)."""
+        return self.ppo.advantage_estimator or ("gae" if self.algorithm == "ppo" else self.algorithm)
 
     @property
     def reference_micro_batch_size(self) -> int | None:
@@ -235,13 +302,17 @@ class RLVRConfig(RunConfig):
                                no_eos_penalty=self.rewards.no_eos_penalty, kl_coef=self.ppo.kl_coef,
                                kl_in_reward=self.kl_in_reward, kl_estimator=self.kl_estimator,
                                gamma=self.ppo.gamma, lam=self.ppo.lam, whiten=self.ppo.whiten_advantages,
-                               std_normalize=self.ppo.grpo_std_normalize)
+                               std_normalize=self.ppo.grpo_std_normalize,
+                               max_response_len=self.rollout.max_new_tokens,
+                               overlong_buffer=self.rewards.overlong_buffer,
+                               overlong_penalty=self.rewards.overlong_penalty * self.rewards.verified_reward)
 
     @property
     def kl_in_reward(self) -> bool:
         if self.ppo.kl_in_reward is not None:
             return self.ppo.kl_in_reward
-        return self.algorithm == "ppo"
+        return self.advantage_estimator in ("gae", "reinforce_pp")
+        """ppo.kl_in_reward, or its default: in the reward for the token-reward estimators (gae, reinforce_pp)."""
 
     @property
     def kl_estimator(self) -> str:

@@ -17,6 +17,15 @@ holds the batches in flight (collected first: token ids, log-probs, finish flags
 resumed run trains on exactly those; the batches it submits afterwards use the same weights as in the
 uninterrupted run (the resumed generators get the checkpoint's weights, the ones the uninterrupted run synced at
 that step). So a resume is exact for any k.
+
+Dynamic sampling (rollout.dynamic_sampling, DAPO): once a step's batch is scored, the groups whose samples all got
+the same score are dropped and further rounds of prompts_per_step prompts are drawn from the sampler, generated
+and scored until prompts_per_step groups are kept or rollout.max_sampling_rounds rounds have run (a batch still
+short is filled with dropped groups, earliest first). Round r's prompt p is seeded as prompt index r * P + p, so
+every request stays a function of (seed, step, prompt, sample, round); the rounds are generated and consumed
+within the step, after the step's own batch and (asynchronously) after the batches submitted ahead of it, whose
+prompts were drawn first: the sampler's cursor after the step, which the checkpoint holds, is the same in a
+resumed run.
 """
 
 from __future__ import annotations
@@ -24,8 +33,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+import torch
+
+from rewards.scoring import BatchScores, merge_batches
+from rlvr.algorithms import informative_groups
 from rlvr.config import RLVRConfig
 
 
@@ -73,14 +87,16 @@ class Rollouts:
         self.policy_step = 0  # the learner step whose weights the generators hold (set by the trainer's syncs)
 
     # ---- one generation call per generator ----
-    def submit(self, rows: list, *, step: int, samples: int, temperature: float, kind: str) -> Batch:
-        """Send the requests (rows x samples, seeded by request_seed) to the generators; returns at once."""
+    def submit(self, rows: list, *, step: int, samples: int, temperature: float, kind: str,
+               first_prompt: int = 0) -> Batch:
+        """Send the requests (rows x samples, seeded by request_seed; row p is prompt index first_prompt + p) to
+        the generators; returns at once."""
         cfg, gens = self.cfg, self.generators
         reqs = []
         for p, row in enumerate(rows):
             for k in range(samples):
                 reqs.append({"row": row, "prompt_ids": row.prompt_ids,
-                             "seed": request_seed(cfg.seed, step, p, k, kind)})
+                             "seed": request_seed(cfg.seed, step, first_prompt + p, k, kind)})
         batch = Batch(step, rows, reqs, self.policy_step)
         shards = _chunks(reqs, len(gens))
         batch.used = [i for i, shard in enumerate(shards) if shard]
@@ -140,6 +156,41 @@ class Rollouts:
         for s in range(next_step, last + 1):
             self.inflight.append(self._submit_step(s))
         return batch, waited
+
+    def dynamic_batch(self, batch: Batch, scores: BatchScores,
+                      score: Callable[[list[dict[str, Any]]], BatchScores]
+                      ) -> tuple[Batch, list[float], BatchScores, dict[str, float]]:
+        """Dynamic sampling (module docstring) on the collected, scored batch of a training step: (the batch to
+        train on, its scores in order, the scores of every sample generated this step, metrics). `score` scores
+        a list of requests (the trainer's, error budget included)."""
+        r = self.cfg.rollout
+        P, S = r.prompts_per_step, r.samples_per_prompt
+        kept: list[tuple[Any, list, list[float]]] = []  # (row, its S requests, their scores), in draw order
+        dropped: list[tuple[Any, list, list[float]]] = []
+        every = [scores]
+
+        def split(b: Batch, values: list[float]) -> None:
+            keep = informative_groups(torch.tensor(values), S).tolist()
+            for g, row in enumerate(b.rows):
+                group = (row, b.reqs[g * S:(g + 1) * S], values[g * S:(g + 1) * S])
+                (kept if keep[g] else dropped).append(group)
+
+        split(batch, scores.values)
+        rounds = 1
+        while len(kept) < P and rounds < r.max_sampling_rounds:
+            extra = self.collect(self.submit(self.sampler.next_batch(), step=batch.step, samples=S,
+                                             temperature=r.temperature, kind="train", first_prompt=rounds * P))
+            every.append(score(extra.reqs))
+            split(extra, every[-1].values)
+            rounds += 1
+        drawn = len(kept) + len(dropped)
+        chosen = kept[:P]
+        filled = P - len(chosen)
+        chosen += dropped[:filled]
+        out = Batch(batch.step, [g[0] for g in chosen], [q for g in chosen for q in g[1]], batch.policy_step)
+        metrics = {"dynamic_sampling/kept_fraction": len(kept) / drawn, "dynamic_sampling/rounds": float(rounds),
+                   "dynamic_sampling/filled_groups": float(filled)}
+        return out, [v for g in chosen for v in g[2]], merge_batches(every), metrics
 
     # ---- checkpoints ----
     def state_dict(self) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ before the first rollout.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -63,7 +64,7 @@ from rlvr.actors.group import (
     confirm_checkpoint_parts,
 )
 from rlvr.actors.perf import peak_rss_gib
-from rlvr.algorithms import compute_advantages
+from rlvr.algorithms import KL_CONTROLLERS, compute_advantages
 from rlvr.config import RLVRConfig
 from rlvr.data.prompts import PromptDataError, load_prompts, without_held_out
 from rlvr.data.sampler import PromptSampler
@@ -111,6 +112,7 @@ class RLVRTrainer:
         self._placement_group = None
         self.step = 0
 
+        self.kl_coef = cfg.ppo.kl_coef  # beta: moves between steps under ppo.kl_controller adaptive (checkpointed)
     # ---- set-up ----
     def start_actors(self) -> None:
         """Place the learner ranks and the generators, form their groups, pick the weight-sync transport. Each
@@ -217,6 +219,7 @@ class RLVRTrainer:
         restore_rng_state(state["rng"])
         self.step = state["step"]
         self.rollouts.load_state_dict(state.get("inflight", []))
+        self.kl_coef = float(state.get("kl_coef", self.cfg.ppo.kl_coef))
         self.rollouts.policy_step = self.step
         log.info("resumed from %s (step %d)", path, self.step)
         return True
@@ -233,7 +236,7 @@ class RLVRTrainer:
             self.learners.get(self.learners.call("save", str(path), self.step), "saving checkpoint")
             confirm_checkpoint_parts(path, self.learners, timeout_s=self.cfg.resources.startup_timeout_s)
             torch.save({"step": self.step, "sampler": self.sampler.state_dict(), "rng": capture_rng_state(),
-                        "inflight": self.rollouts.state_dict()}, path / "trainer_state.pt")
+                        "inflight": self.rollouts.state_dict(), "kl_coef": self.kl_coef}, path / "trainer_state.pt")
             save_config(self.cfg, path / "config.yaml")
             return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint(),
                                                       "optimiser": self.optimiser_settings()})
@@ -275,10 +278,14 @@ class RLVRTrainer:
         cfg, step = self.cfg, self.step + 1
         t0 = time.perf_counter()
         gen_batch, t_gen = self.rollouts.next_batch(step)
-        rows, reqs = gen_batch.rows, gen_batch.reqs
 
         t1 = time.perf_counter()
-        scores = self.score(reqs)
+        scores = self.score(gen_batch.reqs)
+        values, sampling_metrics = scores.values, {}
+        if cfg.rollout.dynamic_sampling:  # more rounds until the batch holds prompts_per_step informative groups
+            gen_batch, values, scores, sampling_metrics = self.rollouts.dynamic_batch(gen_batch, scores, self.score)
+            sampling_metrics["reward/trained_mean"] = sum(values) / len(values)
+        rows, reqs = gen_batch.rows, gen_batch.reqs
         t_score = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -289,15 +296,18 @@ class RLVRTrainer:
                                      "learner prepare")
         batch = {key: None if prepared[0][key] is None else cat_padded([p[key] for p in prepared])
                  for key in ("mask", "logprobs", "ref_logprobs", *(("values",) if cfg.use_critic else ()))}
-        batch["scores"] = torch.tensor(scores.values, dtype=torch.float32)
+        batch["scores"] = torch.tensor(values, dtype=torch.float32)
         batch["finished"] = torch.tensor([r["finished"] for r in reqs])
-        advantages, returns, adv_metrics = compute_advantages(cfg.advantage_estimator, batch, cfg.advantage_params())
+        params = dataclasses.replace(cfg.advantage_params(), kl_coef=self.kl_coef)
+        advantages, returns, adv_metrics = compute_advantages(cfg.advantage_estimator, batch, params)
+        keep = batch["finished"].float() if cfg.rewards.overlong_filter else None  # cut-off samples leave the loss
         updates, start = [], 0
         for p in prepared:  # each rank gets its own rows, at the width it prepared them
             rows_, width = p["mask"].shape
             end = start + rows_
             updates.append((step, advantages[start:end, :width],
-                            None if returns is None else returns[start:end, :width]))
+                            None if returns is None else returns[start:end, :width],
+                            None if keep is None else keep[start:end], self.kl_coef))
             start = end
         results = self.learners.get(self.learners.call_sharded("update", updates), "learner update")
         self._check_update(step, results)  # before the weights reach the generators or a checkpoint
@@ -310,10 +320,19 @@ class RLVRTrainer:
             sync_metrics["weight_sync/max_logprob_diff"] = self.sync.verify()
         self.step = step
 
-        metrics: dict[str, Any] = {k: sum(r[k] for r in results) / W for k in results[0] if not k.startswith("sum/")}
-        metrics.update(scores.metrics("reward"))
+        metrics: dict[str, Any] = {k: sum(r[k] for r in results) / W for k in results[0]
+                                   if not k.startswith(("sum/", "max/"))}
+        metrics.update(scores.metrics("reward"))  # with dynamic sampling: of every sample generated this step
+        metrics.update(sampling_metrics)
         metrics.update(adv_metrics)
-        metrics.update(_learner_sums(results, prepared, batch["mask"]))
+        metrics.update(_learner_sums(results, batch["mask"]))
+        metrics["kl/coef"] = self.kl_coef
+        if keep is not None:
+            metrics["reward/overlong_filtered_fraction"] = 1.0 - keep.mean().item()
+        if "kl/sequence_mean" in metrics:  # the next step's beta (ppo.kl_controller)
+            self.kl_coef = KL_CONTROLLERS[cfg.ppo.kl_controller](
+                self.kl_coef, metrics["kl/sequence_mean"], target=cfg.ppo.kl_target, horizon=cfg.ppo.kl_horizon,
+                n_steps=len(reqs))
         resp_tokens = sum(len(r["response_ids"]) for r in reqs)
         all_tokens = resp_tokens + sum(len(r["prompt_ids"]) for r in reqs)
         metrics.update({
@@ -390,11 +409,12 @@ class RLVRTrainer:
         return TrainResult(output_dir=self.out, model_dir=final, metrics=summary, steps=self.step)
 
 
-def _learner_sums(results: list[dict[str, Any]], prepared: list[dict[str, Any]], mask: torch.Tensor
-                  ) -> dict[str, float]:
+def _learner_sums(results: list[dict[str, Any]], mask: torch.Tensor) -> dict[str, float]:
     """Metrics the learners report as sums over their rows (rlvr.actors.learner.Learner.update), added up over
-    ranks: the KL to the reference and the generator gap where the first update computed them, and the learners'
-    speed (perf/learner_flop_per_s: useful FLOPs / compute seconds, the mean over ranks) and peak memory."""
+    ranks: the KL to the reference where the first update computed it, the generator-vs-learner log-prob gap
+    (gen/logprob_diff: per sequence; mismatch/abs_diff_mean and _max: per token) and what the mismatch correction
+    truncated, and the learners' speed (perf/learner_flop_per_s: useful FLOPs / compute seconds, the mean over
+    ranks) and peak memory."""
     def total(key: str) -> float:
         return sum(r.get(key, 0.0) for r in results)
 
@@ -406,10 +426,15 @@ def _learner_sums(results: list[dict[str, Any]], prepared: list[dict[str, Any]],
     if any("sum/kl" in r for r in results):
         out["kl/sequence_mean"] = total("sum/kl") / mask.shape[0]
         out["kl/token_mean"] = total("sum/kl") / max(float(mask.sum()), 1.0)
-    gaps = [g for p in prepared for g in p["logprob_gap"]]
-    rows = len(gaps) + total("sum/gap_rows")
-    if rows:
-        out["gen/logprob_diff"] = (sum(gaps) + total("sum/gap")) / rows
+    if total("sum/gap_rows"):
+        out["gen/logprob_diff"] = total("sum/gap") / total("sum/gap_rows")
+    if total("sum/gap_tokens"):
+        out["mismatch/abs_diff_mean"] = total("sum/gap_abs") / total("sum/gap_tokens")
+        out["mismatch/abs_diff_max"] = max(r.get("max/gap_max", 0.0) for r in results)
+    if any("sum/is_units" in r for r in results):
+        units = max(total("sum/is_units"), 1.0)
+        out["mismatch/truncated_fraction"] = total("sum/is_truncated") / units
+        out["mismatch/is_weight_mean"] = total("sum/is_weight") / units
     return out
 
 

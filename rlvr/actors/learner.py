@@ -45,7 +45,7 @@ from core.device import autocast_context, detect_device, set_threads
 from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_distributed
 from core.finite import count_nonfinite
 from core.logging import get_logger
-from core.losses import aggregate_loss, per_rank_units, train_micro_batches
+from core.losses import aggregate_loss, loss_units, per_rank_units, train_micro_batches
 from rlvr.actors.batch import build_batch, gather_positions, select_rows, sequence_lengths
 from rlvr.actors.node import list_files, read_text, whereami
 from rlvr.actors.perf import flop_model, peak_rss_gib
@@ -53,10 +53,12 @@ from rlvr.actors.scoring import micro_batches, response_logits
 from rlvr.actors.shared_prompt import duplicate_prompt_lengths, supports_packing, worth_sharing
 from rlvr.actors.weight_transport import join_group, send_broadcast
 from rlvr.algorithms import (
+    MISMATCH_CORRECTIONS,
     POLICY_LOSSES,
     VALUE_LOSSES,
     entropy_from_logits,
     kl_estimate,
+    logprob_gap,
     logprobs_from_logits,
 )
 from rlvr.config import RLVRConfig
@@ -195,11 +197,17 @@ class Learner:
         behaviour  asynchronous rollouts (rollout.async_steps > 0): the generator's log-probs of the sampled tokens
                    at the learner's temperature, i.e. the policy that produced them (it may be k updates old)
         recompute  a no-grad forward in `prepare`: needed when more than one update uses the batch (epochs x
-                   mini-batches > 1: later updates keep the ratio to the policy before the first) or when the KL
-                   is in the reward (the advantages need the policy's log-probs)
+                   mini-batches > 1: later updates keep the ratio to the policy before the first), when the KL
+                   is in the reward (the advantages need the policy's log-probs), or when the train/inference
+                   mismatch is corrected (ppo.mismatch_correction: the weights compare these with the generator's;
+                   with asynchronous rollouts too, which makes them the proximal policy of decoupled PPO: the
+                   ratio is taken to the learner's weights before the update, the weights correct for the
+                   generator's older ones)
         current    the first and only update on this batch: old = the update's own log-probs, detached (the
                    same weights), so `prepare` needs no policy forward"""
         cfg = self.cfg
+        if cfg.ppo.mismatch_correction != "off":
+            return "recompute"
         if cfg.rollout.async_steps > 0:
             return "behaviour"
         if cfg.optimizer_steps_per_rl_step > 1 or (cfg.kl_in_reward and cfg.ppo.kl_coef > 0):
@@ -225,16 +233,17 @@ class Learner:
         for the driver's compute_advantages (rlvr.algorithms).
 
         `samples[i]["logprobs"]`: the generator's log-probs of the response tokens at the sampling temperature
-        (the behaviour policy); required with asynchronous rollouts.
+        (the behaviour policy); required with asynchronous rollouts and with ppo.mismatch_correction.
         Returns logprobs (the old policy's: None when they come from the update itself), ref_logprobs (None
         without a reference), mask and values (None without a critic), each [b, T] on CPU, 0 on padding (T: this
-        rank's longest response), and the generator-vs-learner log-prob gap per sample where the policy ran."""
+        rank's longest response). The generator-vs-learner gap is measured in `update`."""
         t0 = time.perf_counter()
         self._flops = 0.0
         batch = self._to_device(build_batch(samples, self.pad_id))
         B, T = batch["response_mask"].shape
         source = self.old_logprobs_source
-        if any(s.get("logprobs") is not None for s in samples) or source == "behaviour":
+        needs_gen = source == "behaviour" or self.cfg.ppo.mismatch_correction != "off"
+        if any(s.get("logprobs") is not None for s in samples) or needs_gen:
             gen = torch.zeros((B, T), dtype=torch.float32)
             for i, s in enumerate(samples):
                 lp = s.get("logprobs")
@@ -275,31 +284,28 @@ class Learner:
         if values is not None:
             batch["old_values"] = values
         self._data = batch
-        gap = []  # generator vs learner log-probs of the same tokens, where the policy ran here
-        if source == "recompute" and "gen_logprobs" in batch:
-            for i, s in enumerate(samples):
-                m = len(s["response_ids"])
-                if m:
-                    gap.append((batch["gen_logprobs"][i, :m] - old[i, :m]).abs().mean().item())
         self._time = time.perf_counter() - t0
         mask = batch["response_mask"]
 
         def out(x):
             return None if x is None else (x * mask).cpu()
 
-        return {"logprobs": out(old), "ref_logprobs": out(ref), "mask": mask.cpu(), "values": out(values),
-                "logprob_gap": gap}
+        return {"logprobs": out(old), "ref_logprobs": out(ref), "mask": mask.cpu(), "values": out(values)}
 
     # ---- step part 2 ----
-    def update(self, step: int, advantages: torch.Tensor, returns: torch.Tensor | None = None) -> dict[str, float]:
+    def update(self, step: int, advantages: torch.Tensor, returns: torch.Tensor | None = None,
+               sample_mask: torch.Tensor | None = None, kl_coef: float | None = None) -> dict[str, float]:
         """PPO-style update on the prepared samples: `advantages` [b, T] from compute_advantages (the rows and
-        width `prepare` returned), `returns` [b, T] for the critic (PPO). Then epochs x mini-batches of clipped
-        policy (and value) updates.
+        width `prepare` returned), `returns` [b, T] for the critic (PPO), `sample_mask` [b] (0: the sample leaves
+        the policy loss and its normaliser; rewards.overlong_filter), `kl_coef`: this step's beta for the KL in the
+        loss (default ppo.kl_coef; the adaptive controller's value otherwise). Then epochs x mini-batches of
+        policy (and value) updates with the losses the config names.
 
         Besides the per-token means of the losses' statistics it returns sums over this rank's rows, taken on
-        the first pass over the batch (keys `sum/...`, added up over ranks by the driver): the KL to the reference
-        and the generator-vs-learner log-prob gap where `prepare` did not compute them, and the useful FLOPs and
-        seconds of prepare + update (rlvr.actors.perf)."""
+        the first pass over the batch (keys `sum/...`, added up over ranks by the driver; `max/...` taken as the
+        maximum): the KL to the reference where `prepare` did not compute it, the generator-vs-learner log-prob
+        gap (rlvr.algorithms.mismatch.logprob_gap) and what the mismatch correction truncated, and the useful
+        FLOPs and seconds of prepare + update (rlvr.actors.perf)."""
         cfg, d = self.cfg, self._data
         if d is None:
             raise RuntimeError("update() before prepare()")
@@ -309,6 +315,9 @@ class Learner:
             raise ValueError(f"learner rank {self.rank}: advantages of shape {tuple(advantages.shape)} for a prepared "
                              f"batch of shape {tuple(mask.shape)}")
         d["advantages"] = advantages.to(self.torch_device, torch.float32) * mask
+        d["loss_mask"] = mask if sample_mask is None else \
+            mask * sample_mask.to(self.torch_device, torch.float32).view(-1, 1)
+        self._kl_coef = cfg.ppo.kl_coef if kl_coef is None else float(kl_coef)
         if self.value is not None:
             if returns is None:
                 raise ValueError(f"learner rank {self.rank}: the critic needs returns (algorithm ppo)")
@@ -335,73 +344,87 @@ class Learner:
             metrics["value/lr"] = self.value.get_lr()[0]
         engines = [e for e in (self.policy, self.value) if e is not None]
         metrics["nonfinite/weights"] = float(sum(count_nonfinite(e.module) for e in engines))  # checked by the driver
-        metrics.update({f"sum/{k}": v for k, v in self._first_pass.items()})
+        metrics.update({f"max/{k}" if k == "gap_max" else f"sum/{k}": v for k, v in self._first_pass.items()})
         metrics["sum/flops"] = self._flops
         metrics["sum/learner_compute_s"] = self._time + time.perf_counter() - t0
         metrics["memory/learner_peak_rss_gib"] = peak_rss_gib()
         return metrics
 
     def _train_mini_batch(self, mb: dict[str, torch.Tensor], *, first_pass: bool) -> dict[str, float]:
-        """One optimiser step of the policy (and of the critic) on a mini-batch. Losses are normalised by the
-        mini-batch's token count over all ranks (core.losses)."""
-        cfg = self.cfg
-        global_tokens = all_reduce_sum(torch.tensor([mb["response_mask"].sum().item()], dtype=torch.float64,
-                                                    device=self.torch_device)).item()
+        """One optimiser step of the policy (and of the critic) on a mini-batch. The policy loss is normalised by
+        the mini-batch's units of ppo.loss_agg_mode over all ranks, the critic's by its tokens (core.losses)."""
+        cfg, ppo = self.cfg, self.cfg.ppo
+        loss_mask = mb["loss_mask"]
+        units = torch.tensor([mb["response_mask"].sum().item(),
+                              loss_units(loss_mask, ppo.loss_agg_mode, horizon=cfg.rollout.max_new_tokens)],
+                             dtype=torch.float64, device=self.torch_device)
+        global_tokens, global_units = all_reduce_sum(units).tolist()
         num_tokens = per_rank_units(global_tokens, self.world_size)
-        policy_loss = POLICY_LOSSES[cfg.ppo.policy_loss]
+        num_units = per_rank_units(global_units, self.world_size)
+        policy_loss = POLICY_LOSSES[ppo.policy_loss]
+        correction = MISMATCH_CORRECTIONS.get(ppo.mismatch_correction)  # None: off
         kl_in_loss = not cfg.kl_in_reward and self.has_reference
-        # what `prepare` left to the first pass: the KL and the generator gap of the update's own log-probs
+        # what `prepare` left to the first pass: the KL of the update's own log-probs
         kl_here = self.has_reference and mb["old_logprobs"] is None
-        gap_here = "gen_logprobs" in mb and self.old_logprobs_source != "recompute"
+        recomputed = self.old_logprobs_source == "recompute"
         acc = self._first_pass
 
+        def add(key: str, value: float) -> None:
+            acc[key] = max(acc.get(key, 0.0), value) if key == "gap_max" else acc.get(key, 0.0) + value
+
         def policy_step(micro):
-            m = micro["response_mask"]
+            m, resp = micro["loss_mask"], micro["response_mask"]
             lp, ent = self._logprobs(self.policy, micro, with_entropy=True)
             self._count("policy", micro, 3)
             old = lp.detach() if micro["old_logprobs"] is None else micro["old_logprobs"]
-            loss, pm = policy_loss(lp, old, micro["advantages"], m, clip_eps=cfg.ppo.clip_eps,
-                                   clip_eps_high=cfg.ppo.clip_eps_high, num_tokens=num_tokens,
-                                   log_ratio_clip=cfg.ppo.log_ratio_clip)
+            weights = None
+            if correction is not None:
+                weights, corrected = correction(ppo, {"old_logprobs": old, "gen_logprobs": micro["gen_logprobs"],
+                                                      "mask": m})
+            loss, pm = policy_loss(ppo, {"logprobs": lp, "old_logprobs": old, "advantages": micro["advantages"],
+                                         "mask": m, "weights": weights, "num_units": num_units})
             kl = None
             if kl_in_loss or (first_pass and kl_here):
                 kl = kl_estimate(lp, micro["ref_logprobs"], cfg.kl_estimator)
             if kl_in_loss:
-                loss = loss + cfg.ppo.kl_coef * aggregate_loss(kl, m, num_units=num_tokens)
+                loss = loss + self._kl_coef * aggregate_loss(kl, m, num_units=num_units, mode=ppo.loss_agg_mode)
             if first_pass:
                 with torch.no_grad():
                     if kl_here:
-                        acc["kl"] = acc.get("kl", 0.0) + (kl.detach() * m).sum().item()
-                    if gap_here:
-                        rows = m.sum(1).clamp(min=1)
-                        per_row = ((micro["gen_logprobs"] - lp.detach()).abs() * m).sum(1) / rows
-                        acc["gap"] = acc.get("gap", 0.0) + per_row[m.sum(1) > 0].sum().item()
-                        acc["gap_rows"] = acc.get("gap_rows", 0.0) + float((m.sum(1) > 0).sum())
+                        add("kl", (kl.detach() * resp).sum().item())
+                    if "gen_logprobs" in micro:  # the engines' gap, on the learner's log-probs before this update
+                        learner_lp = micro["old_logprobs"] if recomputed else lp.detach()
+                        for key, value in logprob_gap(learner_lp, micro["gen_logprobs"], resp).items():
+                            add(key, value)
+                    if correction is not None:
+                        for key, value in corrected.items():
+                            add(f"is_{key}", value)
             w = m.sum().item()  # token-weighted sums of the per-micro-batch means
             return loss, {"policy/entropy": (ent * m).sum().item(), **{k: v * w for k, v in pm.items()}}
 
-        stats = self._fit(self.policy, "policy", mb, policy_step)
+        stats = self._fit(self.policy, "policy", mb, policy_step, tokens=loss_mask.sum().item())
         if self.value is not None:
-            value_loss = VALUE_LOSSES[cfg.ppo.value_loss]
+            value_loss = VALUE_LOSSES[ppo.value_loss]
 
             def value_step(micro):
                 m = micro["response_mask"]
                 self._count("value", micro, 3)
-                loss, vm = value_loss(self._values(micro), micro["old_values"], micro["returns"], m,
-                                      clip_eps=cfg.ppo.value_clip_eps, num_tokens=num_tokens)
+                loss, vm = value_loss(ppo, {"values": self._values(micro), "old_values": micro["old_values"],
+                                            "returns": micro["returns"], "mask": m, "num_units": num_tokens})
                 w = m.sum().item()
                 return loss, {k: v * w for k, v in vm.items() if k != "value/loss"}
 
-            stats.update(self._fit(self.value, "value", mb, value_step))
+            stats.update(self._fit(self.value, "value", mb, value_step, tokens=mb["response_mask"].sum().item()))
         return stats
 
-    def _fit(self, engine, role: str, mb: dict[str, torch.Tensor], loss_fn) -> dict[str, float]:
+    def _fit(self, engine, role: str, mb: dict[str, torch.Tensor], loss_fn, *, tokens: float) -> dict[str, float]:
         """The micro-batch loop of one engine (core.losses.train_micro_batches): `<role>/loss`, grad norm, skipped
-        steps, and loss_fn's token-weighted statistics as per-token means over the mini-batch on this rank."""
+        steps, and loss_fn's token-weighted statistics as per-token means over the mini-batch's `tokens` on this
+        rank."""
         engine.train()
         micro = (m for _, m in self._micro_batches(mb, role))
         out = train_micro_batches(engine, micro, loss_fn, skip_nonfinite=self.cfg.on_nonfinite == "skip")
-        tokens = max(mb["response_mask"].sum().item(), 1)
+        tokens = max(tokens, 1)
         return {f"{role}/loss": out.loss,
                 f"{role}/grad_norm": float("nan") if out.grad_norm is None else out.grad_norm,
                 f"{role}/skipped_fraction": float(out.skipped), **{k: v / tokens for k, v in out.stats.items()}}

@@ -3,11 +3,17 @@ batch to the advantages (and, with a critic, the returns) that the learners trai
 
 It does, for every algorithm: reward shaping (verified reward x score; the no-EOS penalty replaces the reward of a
 response cut off without a stop token; rlvr.algorithms.rewards), the per-token KL(policy || reference) and, where
-configured, the KL penalty in the reward; then the estimator the config names:
+configured, the KL penalty in the reward, DAPO's soft overlong punishment (rewards.overlong_buffer); then the
+estimator the config names (ppo.advantage_estimator, or the algorithm's):
     gae     PPO with a critic: token rewards (sequence reward on the last token, -beta*KL on every token), GAE,
             and whitening over the whole batch (every rank's samples: the driver holds the full batch)
-    grpo    group-normalised sequence rewards (r - mean) / std over each prompt's samples (no critic)
+    grpo    group-normalised sequence rewards (r - mean) / std over each prompt's samples (no critic; without the
+            std, Dr. GRPO)
     rloo    leave-one-out baseline r_i - mean_{j != i} r_j (no critic)
+    reinforce_pp           REINFORCE++ (Hu et al. 2025, arXiv 2501.03262): the token rewards of gae, returns
+                           G_t = sum_{s >= t} gamma^(s-t) r_s without a critic, whitened over the whole batch
+    reinforce_pp_baseline  REINFORCE++ with the group-mean baseline: r_i - mean of its group (minus beta * its KL
+                           when the KL is in the reward) on every token, whitened over the whole batch
 
 The batch is a dict of tensors, B sequences, T response tokens (right-padded):
     scores [B] float (verifier scores in [0, 1]), finished [B] bool (ended with a stop token),
@@ -29,7 +35,7 @@ import torch
 
 from rlvr.algorithms.kl import kl_estimate
 from rlvr.algorithms.logprobs import masked_mean, masked_whiten
-from rlvr.algorithms.rewards import sequence_rewards, shape_token_rewards
+from rlvr.algorithms.rewards import overlong_penalty, sequence_rewards, shape_token_rewards
 
 Tensor = torch.Tensor
 
@@ -48,6 +54,9 @@ class AdvantageParams:
     lam: float = 0.95
     whiten: bool = True  # gae only
     std_normalize: bool = True  # grpo only (False: Dr. GRPO)
+    max_response_len: int = 0  # rollout.max_new_tokens: where the overlong buffer ends
+    overlong_buffer: int = 0  # DAPO's soft overlong punishment over the last N tokens (0: off)
+    overlong_penalty: float = 0.0  # the punishment at the cap, in reward units
 
 
 def compute_gae(token_rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float = 1.0,
@@ -100,14 +109,19 @@ def group_advantages(seq_rewards: Tensor, group_size: int, *, estimator: str = "
 
 
 def _shaping(batch: dict[str, Tensor], params: AdvantageParams) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """The shaped sequence reward [B] and the per-token KL [B, T] (0 on padding), with their metrics."""
+    """The shaped sequence reward [B] (with the overlong penalty) and the per-token KL [B, T] (0 on padding), with
+    their metrics."""
     mask = batch["mask"].float()
     seq = sequence_rewards(batch["scores"], batch["finished"], verified_reward=params.verified_reward,
                            no_eos_penalty=params.no_eos_penalty)
-    metrics = {
-        "reward/shaped_mean": seq.mean().item(),
-        "reward/no_eos_fraction": (~batch["finished"].bool()).float().mean().item(),
-    }
+    metrics = {"reward/no_eos_fraction": (~batch["finished"].bool()).float().mean().item()}
+    if params.overlong_buffer > 0:
+        penalty = overlong_penalty(mask.sum(1), max_len=params.max_response_len, buffer=params.overlong_buffer,
+                                   penalty=params.overlong_penalty)
+        seq = seq + penalty
+        metrics.update({"reward/overlong_penalty_mean": penalty.mean().item(),
+                        "reward/overlong_penalised_fraction": (penalty < 0).float().mean().item()})
+    metrics["reward/shaped_mean"] = seq.mean().item()
     if batch.get("logprobs") is None or batch.get("ref_logprobs") is None:
         if params.kl_in_reward and params.kl_coef > 0:
             raise ValueError("the KL penalty in the reward needs the policy's and the reference's log-probs "
@@ -123,22 +137,51 @@ def _shaping(batch: dict[str, Tensor], params: AdvantageParams) -> tuple[Tensor,
     return seq, kl, metrics
 
 
+def _token_rewards(batch: dict[str, Tensor], params: AdvantageParams
+                   ) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """Token rewards [B, T] (shaped sequence reward on the last token, -beta*KL per token when the KL is in the
+    reward), the mask [B, T] and the metrics: what gae and reinforce_pp start from."""
+    mask = batch["mask"].float()
+    seq, kl, metrics = _shaping(batch, params)
+    kl_for_reward = kl if params.kl_in_reward else torch.zeros_like(kl)
+    rewards, shaped = shape_token_rewards(batch["scores"], batch["finished"], kl_for_reward, mask,
+                                          kl_coef=params.kl_coef, sequence_reward=seq)
+    shaped.pop("kl/sequence_mean")  # of the KL in the reward (0 when it is in the loss); _shaping's is the KL
+    return rewards, mask, {**shaped, **metrics}
+
+
 def gae_advantages(batch: dict[str, Tensor], params: AdvantageParams
                    ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """PPO: token rewards + GAE on the critic's values, whitened over the batch. -> ([B, T], [B, T], metrics)."""
     if "values" not in batch:
         raise ValueError("the gae estimator needs the critic's values (batch['values']); algorithm ppo has them")
-    mask = batch["mask"].float()
-    _, kl, metrics = _shaping(batch, params)
-    kl_for_reward = kl if params.kl_in_reward else torch.zeros_like(kl)
-    rewards, shaped = shape_token_rewards(batch["scores"], batch["finished"], kl_for_reward, mask,
-                                          verified_reward=params.verified_reward,
-                                          no_eos_penalty=params.no_eos_penalty, kl_coef=params.kl_coef)
+    rewards, mask, metrics = _token_rewards(batch, params)
     advantages, returns = compute_gae(rewards, batch["values"].float(), mask, gamma=params.gamma, lam=params.lam)
     if params.whiten:
         advantages = masked_whiten(advantages, mask)
-    shaped.pop("kl/sequence_mean")  # of the KL in the reward (0 when it is in the loss); _shaping's is the KL
-    return advantages, returns, {**shaped, **metrics}
+    return advantages, returns, metrics
+
+
+def reinforce_pp_advantages(batch: dict[str, Tensor], params: AdvantageParams
+                            ) -> tuple[Tensor, None, dict[str, float]]:
+    """REINFORCE++: the discounted return of the token rewards, G_t = sum_{s >= t} gamma^(s-t) r_s (GAE with no
+    critic and lambda 1), whitened over every token of the batch. -> (advantages [B, T], None, metrics)."""
+    rewards, mask, metrics = _token_rewards(batch, params)
+    returns, _ = compute_gae(rewards, torch.zeros_like(rewards), mask, gamma=params.gamma, lam=1.0)
+    return masked_whiten(returns, mask), None, metrics
+
+
+def reinforce_pp_baseline_advantages(batch: dict[str, Tensor], params: AdvantageParams
+                                     ) -> tuple[Tensor, None, dict[str, float]]:
+    """REINFORCE++ with the group baseline: the shaped sequence reward (minus beta * sequence KL when the KL is in
+    the reward) minus its group's mean, on every response token, whitened over the batch's tokens.
+    -> (advantages [B, T], None, metrics)."""
+    seq, kl, metrics = _shaping(batch, params)
+    if params.kl_in_reward:
+        seq = seq - params.kl_coef * kl.sum(1)
+    mask = batch["mask"].float()
+    centred = group_advantages(seq, params.group_size, estimator="grpo", std_normalize=False)
+    return masked_whiten(centred[:, None] * mask, mask), None, metrics
 
 
 def _group_estimator(name: str):
@@ -159,7 +202,10 @@ ADVANTAGE_ESTIMATORS = {
     "gae": gae_advantages,
     "grpo": _group_estimator("grpo"),
     "rloo": _group_estimator("rloo"),
+    "reinforce_pp": reinforce_pp_advantages,
+    "reinforce_pp_baseline": reinforce_pp_baseline_advantages,
 }
+GROUP_ESTIMATORS = ("grpo", "rloo", "reinforce_pp_baseline")  # need samples_per_prompt >= 2
 
 
 def compute_advantages(algorithm: str, batch: dict[str, Tensor], params: AdvantageParams

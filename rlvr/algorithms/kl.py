@@ -1,5 +1,7 @@
 """Per-token KL estimators between the policy and the reference policy (Schulman's k1/k2/k3), evaluated on
-tokens sampled from the policy. logprobs, ref_logprobs: [B, T] -> [B, T]."""
+tokens sampled from the policy (logprobs, ref_logprobs: [B, T] -> [B, T]; KL_ESTIMATORS, ppo.kl_estimator), and
+the controllers of the KL coefficient beta between steps (KL_CONTROLLERS, ppo.kl_controller: plain floats; the
+driver keeps beta and checkpoints it)."""
 
 from __future__ import annotations
 
@@ -31,3 +33,22 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = 
     except KeyError:
         raise ValueError(f"unknown KL estimator {kind!r}; known: {', '.join(KL_ESTIMATORS)}") from None
     return fn(logprobs, ref_logprobs)
+
+
+# ---- the KL coefficient between steps (ppo.kl_controller) ----
+
+def fixed_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n_steps: int) -> float:
+    """The fixed coefficient: beta stays ppo.kl_coef."""
+    return coef
+
+
+def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n_steps: int) -> float:
+    """The adaptive controller of Ziegler et al. 2019 (arXiv 1909.08593, as verl's and TRL's legacy PPO): with the
+    proportional error e = clip(KL / target - 1, -0.2, 0.2), beta <- beta * (1 + e * n_steps / horizon), where KL is
+    the step's mean sequence KL to the reference and n_steps the samples the step trained on. beta grows while the
+    policy is further than the target from the reference and shrinks while it is closer."""
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * n_steps / horizon)
+
+
+KL_CONTROLLERS = {"fixed": fixed_kl_coef, "adaptive": adaptive_kl_coef}

@@ -123,7 +123,7 @@ def test_group_advantages_by_hand():
     assert group_advantages(torch.ones(4), 4).abs().max().item() < 1e-4
     with pytest.raises(ValueError, match="groups of 4"):
         group_advantages(torch.ones(6), 4)
-    assert set(ADVANTAGE_ESTIMATORS) == {"gae", "grpo", "rloo"}
+    assert set(ADVANTAGE_ESTIMATORS) == {"gae", "grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"}
 
 
 def test_ppo_policy_loss_by_hand():
