@@ -1,6 +1,15 @@
-"""The "ifeval" procedural task (core.procedural): a writing task with 1-3 randomised constraints stated in plain
-English, its ground truth in Google's IFEval format. Each constraint builder returns (kwargs, sentence); the
-instruction ids and kwargs names are Google's (google-research `instruction_following_eval`)."""
+"""The "ifeval" procedural task (core.procedural): a request (a writing task or a question, on one of many topics)
+with 1-3 randomised constraints stated in plain English, its ground truth in Google's IFEval format. It covers all
+25 instruction families of Google's IFEval (google-research `instruction_following_eval`), with Google's
+instruction ids and kwargs names, so the "ifeval" verifiers check it; the wording, topics and tasks are this
+module's own (none is taken from IFEval's prompts), and every constraint has several phrasings so that a policy
+learns the instruction rather than one sentence.
+
+Each constraint builder returns (kwargs, sentence). A prompt takes at most one constraint from each conflict group
+(constraints that cannot hold together, or hardly); `detectable_format:constrained_response` (a fixed answer
+phrase to a yes/no question) stands alone; `combination:repeat_prompt` always comes last, and the text to repeat
+is everything before it.
+"""
 
 from __future__ import annotations
 
@@ -11,47 +20,111 @@ from collections.abc import Callable
 TOPICS = ["the history of the bicycle", "why people keep houseplants", "a day at a busy train station",
           "learning a second language", "the water cycle", "a small town bakery", "how volcanoes form",
           "the benefits of walking", "hiking in the mountains", "recycling at home", "the life of honey bees",
-          "the first day at a new job", "how to plan a garden", "the invention of the printing press"]
-FORMS = ["Write a short blog post about {t}.", "Write a letter to a friend about {t}.",
-         "Write a short story about {t}.", "Explain {t} to a ten-year-old.", "Write a product pitch about {t}.",
-         "Write an essay about {t}."]
+          "the first day at a new job", "how to plan a garden", "the invention of the printing press",
+          "saving money on groceries", "the moon landing", "why cats purr", "a rainy afternoon in the city",
+          "how bread rises", "the rules of chess", "public libraries", "a lighthouse keeper", "playing the piano",
+          "electric cars", "the night sky", "making friends as an adult", "a family road trip", "street food",
+          "how rainbows form", "the importance of sleep", "an old clock shop", "learning to swim",
+          "the ocean tides", "a school science fair", "desert animals", "remote work", "a village festival",
+          "how vaccines work", "keeping a journal", "the first computers", "a snowy morning", "fixing a flat tyre",
+          "the Roman roads", "a visit to the dentist", "growing tomatoes", "board games with friends",
+          "the migration of birds", "a museum of modern art", "how maps are made", "cooking rice",
+          "a job interview", "the Great Wall of China", "volunteering at a shelter", "solar panels",
+          "a birthday surprise", "the sound of thunder", "learning to code", "coral reefs", "a lost umbrella",
+          "the price of coffee"]
+WRITING_FORMS = ["Write a short blog post about {t}.", "Write a letter to a friend about {t}.",
+                 "Write a short story about {t}.", "Explain {t} to a ten-year-old.",
+                 "Write a product pitch connected to {t}.", "Write an essay about {t}.", "Write a poem about {t}.",
+                 "Write a speech about {t}.", "Write a diary entry about {t}.",
+                 "Give me some advice about {t}.", "Describe {t} for a travel magazine.",
+                 "Write an email to your manager about {t}.", "Write a review of a book about {t}.",
+                 "Write a short news report about {t}.", "Write a funny limerick about {t}.",
+                 "Write a cover letter for a job that has to do with {t}.",
+                 "Write a dialogue between two people talking about {t}.",
+                 "Summarize what most people know about {t}.", "Write the opening of a novel about {t}.",
+                 "Write a riddle about {t} and then give its answer.", "Write an advertisement about {t}.",
+                 "List some facts about {t}.", "Write a song about {t}.", "Write a rap about {t}.",
+                 "Write a motivational note about {t}."]
+QUESTION_FORMS = ["What do you think about {t}?", "Why do people care about {t}?",
+                  "What is the most interesting thing about {t}?", "How would you teach someone about {t}?",
+                  "What are the pros and cons of {t}?", "Can you tell me about {t}?"]
+YES_NO_QUESTIONS = ["Is it a good idea to learn {t}-related skills as a teenager?",
+                    "Would you recommend reading about {t}?", "Is {t} something a child could understand?",
+                    "Do most people enjoy {t}?", "Is {t} more important today than fifty years ago?",
+                    "Could {t} be a good topic for a school project?"]
 WORDS = ["river", "window", "garden", "orange", "music", "silver", "journey", "morning", "planet", "bridge",
-         "coffee", "forest", "lantern", "ocean", "pencil", "thunder"]
-END_PHRASES = ["That is all for today.", "Thanks for reading!", "See you next time.", "Those are my thoughts."]
+         "coffee", "forest", "lantern", "ocean", "pencil", "thunder", "history", "simple", "bright", "future",
+         "memory", "kitchen", "yellow", "island"]
+END_PHRASES = ["That is all for today.", "Thanks for reading!", "See you next time.", "Those are my thoughts.",
+               "Let me know if you have any questions.", "Is there anything else I can help with?",
+               "Have a great day!", "The end."]
 RELATIONS = ["at least", "less than"]
+# ISO 639-1 codes langdetect knows (the checker's), with the names the prompt uses
+LANGUAGES = {"fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
+             "nl": "Dutch", "ru": "Russian", "hi": "Hindi", "ar": "Arabic", "ko": "Korean", "vi": "Vietnamese",
+             "sw": "Swahili", "fi": "Finnish", "tr": "Turkish", "pl": "Polish", "bn": "Bengali", "ja": "Japanese"}
 
+
+def _pick(rng: random.Random, *phrasings: str) -> str:
+    return rng.choice(phrasings)
+
+
+# --- one builder per instruction id ------------------------------------------------------------------------------
 
 def _c_lowercase(rng):
-    return {}, "Write everything in English using only lowercase letters; do not use a single capital letter."
+    return {}, _pick(rng, "Write everything in English using only lowercase letters; do not use a single capital "
+                          "letter.",
+                     "Your entire reply should be in English and in all lowercase letters. No capital letters "
+                     "are allowed.",
+                     "make sure your whole answer is in lowercase english, with no capital letters at all.")
 
 
 def _c_capital(rng):
-    return {}, "Write everything in English using only CAPITAL letters."
+    return {}, _pick(rng, "Write everything in English using only CAPITAL letters.",
+                     "Your entire response must be in English and in ALL CAPITAL LETTERS.",
+                     "Reply in English, and make every single letter of your reply uppercase.")
 
 
 def _c_capital_freq(rng):
-    rel, f = rng.choice(RELATIONS), rng.randint(2, 10)
+    rel, f = rng.choice(RELATIONS), rng.randint(2, 12)
     return ({"capital_relation": rel, "capital_frequency": f},
-            f"Use fully capitalised words (like THIS) {rel} {f} times.")
+            _pick(rng, f"Use fully capitalised words (like THIS) {rel} {f} times.",
+                  f"Words written in all capital letters should appear {rel} {f} times in your reply.",
+                  f"In your response, the number of words in ALL CAPS must be {rel} {f}."))
+
+
+def _c_language(rng):
+    code = rng.choice(sorted(LANGUAGES))
+    name = LANGUAGES[code]
+    return ({"language": code},
+            _pick(rng, f"Your whole reply must be in {name}; no other language is allowed.",
+                  f"Please respond only in the {name} language, no English.",
+                  f"Answer entirely in {name}."))
 
 
 def _c_words(rng):
     rel = rng.choice(RELATIONS)
-    n = rng.choice([50, 80, 100, 150, 200]) if rel == "at least" else rng.choice([60, 100, 150, 200, 300])
-    return {"relation": rel, "num_words": n}, f"Keep the length to {rel} {n} words."
+    n = rng.choice([40, 60, 80, 100, 150, 200, 250]) if rel == "at least" else rng.choice([50, 80, 100, 150, 200, 300])
+    return ({"relation": rel, "num_words": n},
+            _pick(rng, f"Keep the length to {rel} {n} words.", f"Your answer must contain {rel} {n} words.",
+                  f"Use {rel} {n} words in your response.", f"The reply should be {rel} {n} words long."))
 
 
 def _c_sentences(rng):
     rel = rng.choice(RELATIONS)
-    n = rng.randint(2, 8) if rel == "at least" else rng.randint(4, 12)
-    return {"relation": rel, "num_sentences": n}, f"Use {rel} {n} sentences."
+    n = rng.randint(2, 10) if rel == "at least" else rng.randint(3, 12)
+    return ({"relation": rel, "num_sentences": n},
+            _pick(rng, f"Use {rel} {n} sentences.", f"Your response should contain {rel} {n} sentences.",
+                  f"Write {rel} {n} sentences in total."))
 
 
 def _c_paragraphs(rng):
     n = rng.randint(2, 5)
     return ({"num_paragraphs": n},
-            f"Write {n} paragraphs, no more and no fewer, and put the markdown divider *** between "
-            "consecutive paragraphs.")
+            _pick(rng, f"Write {n} paragraphs, no more and no fewer, and put the markdown divider *** between "
+                       "consecutive paragraphs.",
+                  f"There should be exactly {n} paragraphs. Paragraphs are separated with the markdown divider: ***",
+                  f"Your reply must have {n} paragraphs, each separated from the next by a line with ***."))
 
 
 def _c_nth_first_word(rng):
@@ -59,101 +132,162 @@ def _c_nth_first_word(rng):
     k = rng.randint(1, n)
     word = rng.choice(WORDS)
     return ({"num_paragraphs": n, "nth_paragraph": k, "first_word": word},
-            f"Write {n} paragraphs, no more and no fewer, with a blank line between consecutive paragraphs; "
-            f"the first word of paragraph number {k} has to be \"{word}\".")
+            _pick(rng, f"Write {n} paragraphs, no more and no fewer, with a blank line between consecutive "
+                       f"paragraphs; the first word of paragraph number {k} has to be \"{word}\".",
+                  f"There should be {n} paragraphs. Paragraphs and only paragraphs are separated with each other "
+                  f"by two new lines. Paragraph {k} must start with the word {word}."))
 
 
 def _c_bullets(rng):
     n = rng.randint(2, 6)
     return ({"num_bullets": n},
-            f"Include a markdown list of {n} bullet points, no more and no fewer, each starting with \"* \".")
+            _pick(rng, f"Include a markdown list of {n} bullet points, no more and no fewer, each starting with "
+                       "\"* \".",
+                  f"Your answer must contain exactly {n} bullet points. Use the markdown bullet points such as:\n"
+                  "* This is point 1.\n* This is point 2",
+                  f"Give exactly {n} bullet points in markdown format (lines that start with * )."))
+
+
+def _c_constrained(rng):
+    return {}, _pick(rng, "Answer with one of the following options: (\"My answer is yes.\", \"My answer is no.\", "
+                          "\"My answer is maybe.\")",
+                     "Your reply must contain one of these exact phrases: My answer is yes., My answer is no., "
+                     "My answer is maybe.")
 
 
 def _c_highlights(rng):
-    n = rng.randint(1, 4)
+    n = rng.randint(1, 5)
     return ({"num_highlights": n},
-            f"Emphasise {n} or more parts of the text in markdown italics, like *this part*.")
+            _pick(rng, f"Emphasise {n} or more parts of the text in markdown italics, like *this part*.",
+                  f"Highlight at least {n} sections in your answer with markdown, i.e. *highlighted section*.",
+                  f"Use markdown to highlight at least {n} phrases, for example *an important phrase*."))
 
 
 def _c_title(rng):
-    return {}, "Give your text a title and put it inside double angle brackets, for example <<a title>>."
+    return {}, _pick(rng, "Give your text a title and put it inside double angle brackets, for example <<a title>>.",
+                     "Your answer must have a title, wrapped in double angular brackets, such as <<my title>>.",
+                     "Start with a title in double angle brackets, like <<title of the text>>.")
 
 
 def _c_json(rng):
-    return {}, "Return the whole reply as valid JSON (a markdown code fence around it is allowed)."
+    return {}, _pick(rng, "Return the whole reply as valid JSON (a markdown code fence around it is allowed).",
+                     "Wrap your entire output in JSON format. You can use markdown ticks such as ```.",
+                     "Format your whole answer as a JSON object.")
 
 
 def _c_sections(rng):
-    splitter = rng.choice(["Section", "SECTION", "Part"])
+    splitter = rng.choice(["Section", "SECTION", "Part", "PART", "Chapter"])
     n = rng.randint(2, 4)
     return ({"section_spliter": splitter, "num_sections": n},
-            f"Split the text into {n} sections and start each one with a heading of the form "
-            f"\"{splitter} <number>\", e.g. {splitter} 1.")
+            _pick(rng, f"Split the text into {n} sections and start each one with a heading of the form "
+                       f"\"{splitter} <number>\", e.g. {splitter} 1.",
+                  f"Your response must have {n} sections. Mark the beginning of each section with {splitter} X, "
+                  f"such as: {splitter} 1",
+                  f"Organise the answer in {n} parts, each beginning with \"{splitter} \" and its number."))
 
 
 def _c_placeholders(rng):
     n = rng.randint(1, 4)
     return ({"num_placeholders": n},
-            f"Leave {n} or more fill-in-the-blank placeholders written in square brackets, like [name].")
+            _pick(rng, f"Leave {n} or more fill-in-the-blank placeholders written in square brackets, like [name].",
+                  f"The response must contain at least {n} placeholders represented by square brackets, such as "
+                  "[address].",
+                  f"Include at least {n} placeholders in square brackets, for example [date]."))
 
 
 def _c_postscript(rng):
     marker = rng.choice(["P.S.", "P.P.S"])
     return ({"postscript_marker": marker},
-            f"Close with a postscript that begins with {marker}")
+            _pick(rng, f"Close with a postscript that begins with {marker}",
+                  f"At the end of your response, please explicitly add a postscript starting with {marker}",
+                  f"Finish with a postscript that starts with {marker}"))
 
 
 def _c_no_comma(rng):
-    return {}, "Do not use any commas anywhere in the text."
+    return {}, _pick(rng, "Do not use any commas anywhere in the text.",
+                     "In your entire response, refrain from the use of any commas.",
+                     "Write without a single comma.", "You are not allowed to use any commas in your reply.")
 
 
 def _c_existence(rng):
-    words = rng.sample(WORDS[:8], rng.randint(1, 3))
-    return {"keywords": words}, f"Make sure these words appear in the text: {' and '.join(words)}."
+    words = rng.sample(WORDS, rng.randint(1, 3))
+    listed = " and ".join(words)
+    return ({"keywords": words},
+            _pick(rng, f"Make sure these words appear in the text: {listed}.",
+                  f"Include the keywords {', '.join(words)} in the response.",
+                  f"Your reply must mention the words {listed}."))
 
 
 def _c_forbidden(rng):
-    words = rng.sample(WORDS[8:], rng.randint(1, 3))
+    words = rng.sample(WORDS, rng.randint(1, 3))
+    listed = " and ".join(words)
     return ({"forbidden_words": words},
-            f"Avoid these words completely: {' and '.join(words)}.")
+            _pick(rng, f"Avoid these words completely: {listed}.",
+                  f"Do not include the words {', '.join(words)} in the response.",
+                  f"Never use the words {listed}."))
 
 
 def _c_frequency(rng):
-    word, rel, f = rng.choice(WORDS[:8]), rng.choice(RELATIONS), rng.randint(1, 4)
+    word, rel, f = rng.choice(WORDS), rng.choice(RELATIONS), rng.randint(1, 4)
+    if rel == "less than":
+        f += 1  # "less than 1" would forbid the word: keywords:forbidden_words says that
     return ({"keyword": word, "frequency": f, "relation": rel},
-            f"Use the word \"{word}\" {rel} {f} times.")
+            _pick(rng, f"Use the word \"{word}\" {rel} {f} times.",
+                  f"In your response, the word {word} should appear {rel} {f} times.",
+                  f"Make sure the word {word} occurs {rel} {f} times."))
 
 
 def _c_letter_frequency(rng):
-    letter, rel, f = rng.choice("abcdeilmnoprst"), rng.choice(RELATIONS), rng.randint(3, 12)
+    letter, rel, f = rng.choice("abcdefghilmnoprstuwy"), rng.choice(RELATIONS), rng.randint(2, 12)
     return ({"letter": letter, "let_frequency": f, "let_relation": rel},
-            f"The letter \"{letter}\" must occur {rel} {f} times in the text.")
+            _pick(rng, f"The letter \"{letter}\" must occur {rel} {f} times in the text.",
+                  f"In your response, the letter {letter} should appear {rel} {f} times.",
+                  f"Use the letter {letter} {rel} {f} times."))
 
 
 def _c_end(rng):
     phrase = rng.choice(END_PHRASES)
     return ({"end_phrase": phrase},
-            f"The very last words of your reply must be exactly: {phrase}")
+            _pick(rng, f"The very last words of your reply must be exactly: {phrase}",
+                  f"Finish your response with this exact phrase: {phrase} No other words should follow it.",
+                  f"End your answer with the exact phrase \"{phrase}\""))
 
 
 def _c_quotation(rng):
-    return {}, "Put the whole reply inside one pair of double quotes."
+    return {}, _pick(rng, "Put the whole reply inside one pair of double quotes.",
+                     "Wrap your entire response with double quotation marks.",
+                     "Your whole answer must start and end with a double quote (\").")
 
 
 def _c_two_responses(rng):
-    return {}, ("Write two different versions of the reply and separate them with a line of six asterisks "
-                "(******), using that separator nowhere else.")
+    return {}, _pick(rng, "Write two different versions of the reply and separate them with a line of six "
+                          "asterisks (******), using that separator nowhere else.",
+                     "Give two different responses. Responses and only responses should be separated by 6 "
+                     "asterisk symbols: ******.")
+
+
+REPEAT_SENTENCES = ["First repeat the request above word for word without change, then give your answer (do not say "
+                    "anything before repeating the request; the request to repeat does not include this sentence).",
+                    "Before you answer, copy the request above exactly as it is written (not including this "
+                    "sentence), and only then write your answer."]
+
+
+def _c_repeat(rng):
+    # the text to repeat is filled in by ifeval_row: everything before this sentence
+    return {"prompt_to_repeat": None}, rng.choice(REPEAT_SENTENCES)
 
 
 IFEVAL_CONSTRAINTS: dict[str, Callable[[random.Random], tuple[dict, str]]] = {
     "change_case:english_lowercase": _c_lowercase,
     "change_case:english_capital": _c_capital,
     "change_case:capital_word_frequency": _c_capital_freq,
+    "language:response_language": _c_language,
     "length_constraints:number_words": _c_words,
     "length_constraints:number_sentences": _c_sentences,
     "length_constraints:number_paragraphs": _c_paragraphs,
     "length_constraints:nth_paragraph_first_word": _c_nth_first_word,
     "detectable_format:number_bullet_lists": _c_bullets,
+    "detectable_format:constrained_response": _c_constrained,
     "detectable_format:number_highlighted_sections": _c_highlights,
     "detectable_format:title": _c_title,
     "detectable_format:json_format": _c_json,
@@ -168,43 +302,70 @@ IFEVAL_CONSTRAINTS: dict[str, Callable[[random.Random], tuple[dict, str]]] = {
     "startend:end_checker": _c_end,
     "startend:quotation": _c_quotation,
     "combination:two_responses": _c_two_responses,
+    "combination:repeat_prompt": _c_repeat,
 }
 
+# A fixed-phrase answer: no other constraint goes with it.
+STANDALONE = {"detectable_format:constrained_response"}
 # Groups of constraints that cannot (or can hardly) hold together; a prompt takes at most one from each group.
 _CONFLICT_GROUPS = [
-    {"change_case:english_lowercase", "change_case:english_capital", "change_case:capital_word_frequency",
-     "startend:end_checker", "detectable_content:postscript"},  # the end phrases and markers contain capitals
+    {"change_case:english_lowercase", "change_case:english_capital", "change_case:capital_word_frequency"},
     {"length_constraints:number_paragraphs", "length_constraints:nth_paragraph_first_word",
      "detectable_format:multiple_sections", "combination:two_responses", "detectable_format:json_format"},
-    {"startend:end_checker", "startend:quotation", "detectable_format:json_format", "combination:two_responses"},
+    {"startend:end_checker", "startend:quotation", "detectable_format:json_format", "combination:two_responses",
+     "combination:repeat_prompt"},
     {"change_case:english_lowercase", "change_case:english_capital",
      "detectable_format:multiple_sections"},  # section markers ("Section 1") are matched case-sensitively
     {"length_constraints:number_words", "length_constraints:number_sentences"},
-    {"keywords:existence", "keywords:frequency", "keywords:letter_frequency"},
+    {"keywords:existence", "keywords:frequency", "keywords:letter_frequency", "keywords:forbidden_words"},
     {"detectable_format:json_format", "punctuation:no_comma", "detectable_format:number_bullet_lists",
      "detectable_format:title", "detectable_format:number_highlighted_sections"},
+    # another language: no English words, cases or phrases to keep
+    {"language:response_language", "change_case:english_lowercase", "change_case:english_capital",
+     "change_case:capital_word_frequency", "keywords:existence", "keywords:frequency", "keywords:forbidden_words",
+     "keywords:letter_frequency", "startend:end_checker", "length_constraints:nth_paragraph_first_word",
+     "combination:repeat_prompt"},
+    # the repeated request has capitals and commas of its own
+    {"combination:repeat_prompt", "change_case:english_lowercase", "change_case:english_capital",
+     "punctuation:no_comma", "keywords:forbidden_words", "keywords:letter_frequency"},
 ]
+NUM_CONSTRAINTS = [1, 1, 1, 2, 2, 3]  # how many constraints a prompt takes, drawn uniformly from this list
 
 
 def _conflicts(a: str, b: str) -> bool:
+    if a in STANDALONE or b in STANDALONE:
+        return True
     return any(a in g and b in g for g in _CONFLICT_GROUPS)
 
 
+def _request(rng: random.Random, ids: list[str]) -> str:
+    topic = rng.choice(TOPICS)
+    if "detectable_format:constrained_response" in ids:
+        return rng.choice(YES_NO_QUESTIONS).format(t=topic)
+    forms = WRITING_FORMS + QUESTION_FORMS if rng.random() < 0.3 else WRITING_FORMS
+    return rng.choice(forms).format(t=topic)
+
+
 def ifeval_row(rng: random.Random, row_id: str) -> dict:
-    task = rng.choice(FORMS).format(t=rng.choice(TOPICS))
-    k = rng.choice([1, 1, 2, 2, 3])
-    ids: list[str] = []
-    for cid in rng.sample(sorted(IFEVAL_CONSTRAINTS), len(IFEVAL_CONSTRAINTS)):
-        if len(ids) == k:
-            break
-        if not any(_conflicts(cid, other) for other in ids):
-            ids.append(cid)
-    kwargs, sentences = [], []
+    k = rng.choice(NUM_CONSTRAINTS)
+    first = rng.choice(sorted(IFEVAL_CONSTRAINTS))  # every family equally likely to appear
+    ids = [first]
+    if first not in STANDALONE:
+        for cid in rng.sample(sorted(IFEVAL_CONSTRAINTS), len(IFEVAL_CONSTRAINTS)):
+            if len(ids) == k:
+                break
+            if cid not in ids and not any(_conflicts(cid, other) for other in ids):
+                ids.append(cid)
+    ids.sort(key=lambda c: c == "combination:repeat_prompt")  # the repeat instruction comes last
+    task = _request(rng, ids)
+    kwargs, parts = [], [task]
     for cid in ids:
         kw, sentence = IFEVAL_CONSTRAINTS[cid](rng)
+        if cid == "combination:repeat_prompt":
+            kw = {"prompt_to_repeat": " ".join(parts)}
         kwargs.append(kw)
-        sentences.append(sentence)
-    prompt = " ".join([task, *sentences])
+        parts.append(sentence)
+    prompt = " ".join(parts)
     return {
         "id": row_id,
         "messages": [{"role": "user", "content": prompt}],

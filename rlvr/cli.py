@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rlvr.driver", "RLVR training: PPO or GRPO with verifiable rewards on Ray"),
     "pipeline": ("rlvr.pipeline", "SFT -> DPO (-> RM) -> RLVR from one config, resumable per stage"),
     "eval": ("rlvr.eval.cli", "evaluate a model on GSM8K, IFEval, ARC, HellaSwag"),
+    "compare": ("rlvr.eval.compare", "compare two IFEval evaluations: accuracies with intervals, per instruction, "
+                "lengths, samples"),
     "sweep": ("rlvr.sweep", "learning-rate x batch-size sweep on Ray Tune, with CSV and plots"),
     "verify": ("rlvr.verify", "score a jsonl of responses with a verifier"),
     "data": ("rlvr.data.cli", "procedural task data and contamination reports"),

@@ -26,6 +26,9 @@ class DataConfig(FrozenConfig):
     eval_size: int | None = Field(None, ge=1, description="use only the first N eval prompts")
     max_prompt_tokens: int = Field(256, ge=8, description="longer prompts are dropped (and counted) at load time")
     max_dropped_fraction: float = Field(0.05, ge=0, le=1, description="fail the load if more rows are malformed")
+    train_verifiers: dict[str, str] = Field(
+        default_factory=dict, description="training rows whose verifier (`dataset`) is a key are scored by the "
+        "value instead, e.g. {ifeval: ifeval_answer}: a reward other than the metric; data.eval rows keep theirs")
 
 
 class RolloutConfig(FrozenConfig):
@@ -39,9 +42,6 @@ class RolloutConfig(FrozenConfig):
                              "steps t+1..t+k while the learners train on step t (weights synced at step "
                              "boundaries; the PPO ratio uses the generators' log-probs, staleness logged). 0: "
                              "generate, then learn, each step")
-
-
-class GenerationConfig(FrozenConfig):
     dynamic_sampling: bool = Field(False, description="DAPO's dynamic sampling: drop the prompts whose samples all "
                                    "got the same verifier score (no group-relative signal) and generate more "
                                    "prompts until prompts_per_step are kept (rlvr.rollouts); logged as "
@@ -50,6 +50,9 @@ class GenerationConfig(FrozenConfig):
                                      "of prompts_per_step prompts per step; a batch still short after them is "
                                      "filled with dropped groups, the earliest first (dynamic_sampling/"
                                      "filled_groups)")
+
+
+class GenerationConfig(FrozenConfig):
     backend: Literal["auto", "vllm", "hf"] = Field("auto", description="auto: the faster of vLLM (when importable) "
                                                    "and HF for this model, device and thread count, by a short "
                                                    "probe cached in $RLVR_CACHE (rlvr.actors.backend_probe)")
@@ -131,9 +134,6 @@ class RewardsConfig(FrozenConfig):
     num_workers: int = Field(2, ge=1, description="killable verifier worker processes")
     timeout_s: float = Field(5.0, gt=0, description="per-response verifier time limit")
     max_error_fraction: float = Field(0.5, ge=0, le=1, description="stop when more of a batch errors/times out")
-
-
-class WeightSyncConfig(FrozenConfig):
     overlong_buffer: int = Field(0, ge=0, description="DAPO's soft overlong punishment: a response longer than "
                                  "rollout.max_new_tokens - overlong_buffer tokens loses up to overlong_penalty x "
                                  "verified_reward, linearly, all of it at the cap. 0: off")
@@ -141,6 +141,9 @@ class WeightSyncConfig(FrozenConfig):
                                     "fraction of verified_reward (DAPO: 1, the gap between right and wrong)")
     overlong_filter: bool = Field(False, description="mask responses cut off at rollout.max_new_tokens (no stop "
                                   "token) out of the policy loss and its normaliser (DAPO's overlong filtering)")
+
+
+class WeightSyncConfig(FrozenConfig):
     transport: Literal["auto", "object_store", "nccl", "gloo"] = Field(
         "auto", description="auto: an NCCL group when learner rank 0 and every generator hold GPUs of their own, "
         "else the Ray object store (CPU, or learners and generators sharing a GPU); gloo: the same group over TCP "
@@ -205,9 +208,6 @@ class RLVRConfig(RunConfig):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
-    @model_validator(mode="after")
-    def _check_batch_arithmetic(self) -> RLVRConfig:
-        batch = self.rollout_batch_size
     @model_validator(mode="before")
     @classmethod
     def _expand_preset(cls, data: Any) -> Any:
@@ -218,6 +218,9 @@ class RLVRConfig(RunConfig):
 
         return expand(data)
 
+    @model_validator(mode="after")
+    def _check_batch_arithmetic(self) -> RLVRConfig:
+        batch = self.rollout_batch_size
         per_rank, rem = divmod(batch, self.dist.world_size)
         if rem:
             raise ValueError(f"rollout batch {batch} (prompts_per_step x samples_per_prompt) does not split over "
@@ -309,10 +312,10 @@ class RLVRConfig(RunConfig):
 
     @property
     def kl_in_reward(self) -> bool:
+        """ppo.kl_in_reward, or its default: in the reward for the token-reward estimators (gae, reinforce_pp)."""
         if self.ppo.kl_in_reward is not None:
             return self.ppo.kl_in_reward
         return self.advantage_estimator in ("gae", "reinforce_pp")
-        """ppo.kl_in_reward, or its default: in the reward for the token-reward estimators (gae, reinforce_pp)."""
 
     @property
     def kl_estimator(self) -> str:

@@ -66,7 +66,7 @@ from rlvr.actors.group import (
 from rlvr.actors.perf import peak_rss_gib
 from rlvr.algorithms import KL_CONTROLLERS, compute_advantages
 from rlvr.config import RLVRConfig
-from rlvr.data.prompts import PromptDataError, load_prompts, without_held_out
+from rlvr.data.prompts import PromptDataError, load_prompts, with_verifiers, without_held_out
 from rlvr.data.sampler import PromptSampler
 from rlvr.errors import TrainingStopped
 from rlvr.rollouts import Rollouts, _chunks, request_seed
@@ -88,8 +88,9 @@ class RLVRTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
         d = cfg.data
-        self.train_set = load_prompts(d.train, tokenizer=self.tokenizer, max_prompt_tokens=d.max_prompt_tokens,
-                                      max_dropped_fraction=d.max_dropped_fraction)
+        self.train_set = with_verifiers(
+            load_prompts(d.train, tokenizer=self.tokenizer, max_prompt_tokens=d.max_prompt_tokens,
+                         max_dropped_fraction=d.max_dropped_fraction), d.train_verifiers)
         self.eval_rows = []
         if d.eval:
             eval_set = load_prompts(d.eval, tokenizer=self.tokenizer, max_prompt_tokens=d.max_prompt_tokens,
@@ -111,8 +112,8 @@ class RLVRTrainer:
         self.generators: GeneratorGroup | None = None
         self._placement_group = None
         self.step = 0
-
         self.kl_coef = cfg.ppo.kl_coef  # beta: moves between steps under ppo.kl_controller adaptive (checkpointed)
+
     # ---- set-up ----
     def start_actors(self) -> None:
         """Place the learner ranks and the generators, form their groups, pick the weight-sync transport. Each
@@ -218,8 +219,8 @@ class RLVRTrainer:
         self.sampler.load_state_dict(state["sampler"])
         restore_rng_state(state["rng"])
         self.step = state["step"]
-        self.rollouts.load_state_dict(state.get("inflight", []))
         self.kl_coef = float(state.get("kl_coef", self.cfg.ppo.kl_coef))
+        self.rollouts.load_state_dict(state.get("inflight", []))
         self.rollouts.policy_step = self.step
         log.info("resumed from %s (step %d)", path, self.step)
         return True

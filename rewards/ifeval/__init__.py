@@ -20,7 +20,10 @@ Registered verifiers (`rewards.get_verifier(name)`), each `score` with a fixed `
 - "ifeval" (alias "ifeval_strict"): strict, all-or-nothing — 1.0 only when every instruction is followed;
 - "ifeval_fraction": strict, the fraction of instructions followed;
 - "ifeval_loose": loose (Google's eight response variants), all-or-nothing;
-- "ifeval_hardened": strict, all-or-nothing, and a language-detection failure counts as NOT followed.
+- "ifeval_hardened": strict, all-or-nothing, and a language-detection failure counts as NOT followed;
+- "ifeval_answer" (the RL reward of configs/rlvr/smollm2_ifeval.yaml): strict, the fraction of instructions
+  followed, hardened, and 0 when the response no longer answers (too little text, or a loop:
+  `rewards.ifeval.answer`), which Google's checkers alone would reward.
 Any other combination: `make_verifier(IFEvalConfig(...))`, or `functools.partial(score, config=...)`.
 
 Deliberate choices for RL (see `rewards.ifeval.instructions` for the full list):
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rewards.base import MAX_RESPONSE_CHARS, Score
-from rewards.ifeval import text, tulu
+from rewards.ifeval import answer, text, tulu
 from rewards.ifeval.evaluation import (
     InstructionResults,
     accuracies,
@@ -80,6 +83,7 @@ class IFEvalConfig:
     reward: Literal["all", "fraction"] = "all"  # all-or-nothing, or the fraction of instructions followed
     lang_failure_passes: bool = True  # the reference: undetectable language counts as followed
     max_chars: int | None = MAX_RESPONSE_CHARS  # truncate the response first (bounded time); None: no cap
+    require_answer: bool = False  # RL: 0 unless the response still answers (rewards.ifeval.answer)
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "loose"):
@@ -114,7 +118,8 @@ def score(response: str, ground_truth: Any, *, prompt: str | None = None, config
     """Reward for `response` under an IFEval ground truth (any accepted format), per `config`."""
     verdicts: list[bool] = []
     names: list[str] = []
-    for unit in parse_ground_truth(ground_truth):
+    ground_truth_units = parse_ground_truth(ground_truth)
+    for unit in ground_truth_units:
         if isinstance(unit, GoogleInstructions):
             res = check_instructions(
                 response,
@@ -137,7 +142,27 @@ def score(response: str, ground_truth: Any, *, prompt: str | None = None, config
     reason = f"{followed}/{len(verdicts)} instructions followed ({config.mode})"
     if failed:
         reason += "; not followed: " + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+    if config.require_answer:
+        problem = _answer_problem(response, ground_truth_units, config)
+        if problem is not None:
+            return Score(0.0, f"{problem} ({reason})")
     return Score(value, reason)
+
+
+def _answer_problem(response: str, units: list, config: IFEvalConfig) -> str | None:
+    """rewards.ifeval.answer's verdict, with the request to repeat and the short fixed answers taken from the
+    ground truth."""
+    repeated, min_letters = None, answer.MIN_LETTERS
+    for unit in units:
+        if not isinstance(unit, GoogleInstructions):
+            continue
+        for iid, kwargs in zip(unit.instruction_ids, unit.kwargs):
+            if iid == "combination:repeat_prompt":
+                repeated = (kwargs or {}).get("prompt_to_repeat")
+            elif iid == "detectable_format:constrained_response":
+                min_letters = answer.SHORT_ANSWER_LETTERS
+    text = response if config.max_chars is None else response[: config.max_chars]
+    return answer.answer_problem(text, repeated_prompt=repeated, min_letters=min_letters)
 
 
 def make_verifier(config: IFEvalConfig, name: str = "ifeval"):
@@ -158,4 +183,7 @@ ifeval_fraction = register("ifeval_fraction")(make_verifier(IFEvalConfig(reward=
 ifeval_loose = register("ifeval_loose")(make_verifier(IFEvalConfig(mode="loose"), "ifeval_loose"))
 ifeval_hardened = register("ifeval_hardened")(
     make_verifier(IFEvalConfig(lang_failure_passes=False), "ifeval_hardened")
+)
+ifeval_answer = register("ifeval_answer")(
+    make_verifier(IFEvalConfig(reward="fraction", lang_failure_passes=False, require_answer=True), "ifeval_answer")
 )

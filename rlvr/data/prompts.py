@@ -18,16 +18,24 @@ Source strings accepted by `load_prompts` (the config's list of prompt sources):
   converted to the schema: one user turn (the question and an instruction to end with "The answer is N."),
   `ground_truth` = N without thousands separators, `dataset` = "gsm8k". A file or hub source whose first row has
   `question` and `answer` but no `messages` is converted the same way without the prefix.
+- `ifeval:SOURCE`: Google's IFEval rows (`key`, `prompt`, `instruction_id_list`, `kwargs`: input_data.jsonl or the
+  hub's google/IFEval) converted to the schema: one user turn with the prompt, `ground_truth` = the instructions
+  in Google's format (JSON), `dataset` = "ifeval", id `ifeval-<key>`. A source whose first row has `prompt` and
+  `instruction_id_list` but no `messages` is converted the same way without the prefix.
+- Tulu 3's RLVR rows (allenai/RLVR-GSM-MATH-IF-Mixed-Constraints: `messages`, `ground_truth`, `dataset` in
+  gsm8k/MATH/ifeval with Tulu's `func_name` constraints) are the schema itself; their extra columns
+  (`constraint_type`, `constraint`) are kept in `extra`.
 
 Malformed rows are found here, never mid-training (RELIABILITY.md #8): each is counted under a reason with its id
 and `source:line` in a `DropReport`. Reasons: bad_json, not_an_object, empty_messages, bad_messages,
-missing_ground_truth, missing_dataset, bad_gsm8k_answer, too_long (needs a tokenizer and max_prompt_tokens),
+missing_ground_truth, missing_dataset, bad_gsm8k_answer, bad_ifeval_row, too_long (needs a tokenizer and max_prompt_tokens),
 unknown_verifier. An unknown verifier name fails the load at once (a config error, not bad data); otherwise the
 load fails when the dropped fraction exceeds `max_dropped_fraction`, naming reasons and file:line examples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -43,9 +51,10 @@ from rlvr.data.sources import PromptDataError, RawRow, load_source
 log = get_logger(__name__)
 
 __all__ = ["PromptDataError", "PromptRow", "DroppedRow", "DropReport", "PromptSet", "load_prompts",
-           "without_held_out"]
+           "with_verifiers", "without_held_out"]
 
 ROLES = ("system", "user", "assistant")
+CONVERSION_ERRORS = {"gsm8k_to_row": "bad_gsm8k_answer", "ifeval_to_row": "bad_ifeval_row"}
 EXAMPLES_PER_REASON = 3
 
 
@@ -234,6 +243,27 @@ def without_held_out(train: PromptSet, held_out: Sequence[PromptRow]) -> tuple[P
     return PromptSet(keep, train.report, train.sources), len(train.rows) - len(keep)
 
 
+def with_verifiers(prompts: PromptSet, mapping: dict[str, str]) -> PromptSet:
+    """`prompts` with each verifier name that is a key of `mapping` (case-insensitive) replaced by its value
+    (data.train_verifiers: train on one reward, report another); unknown target names raise PromptDataError."""
+    if not mapping:
+        return prompts
+    lowered = {k.lower(): v for k, v in mapping.items()}
+    for target in lowered.values():
+        try:
+            get_verifier(target)
+        except UnknownVerifierError as err:
+            raise PromptDataError(f"data.train_verifiers: {err}") from None
+
+    def swap(dataset: str | list[str]) -> str | list[str]:
+        if isinstance(dataset, str):
+            return lowered.get(dataset.lower(), dataset)
+        return [lowered.get(d.lower(), d) for d in dataset]
+
+    rows = [dataclasses.replace(r, dataset=swap(r.dataset)) for r in prompts.rows]
+    return PromptSet(rows, prompts.report, prompts.sources)
+
+
 def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tokens: int | None = None,
                  max_dropped_fraction: float = 0.0,
                  known_verifiers: Collection[str] | Callable[[str], Any] | None = None) -> PromptSet:
@@ -277,8 +307,10 @@ def load_prompts(sources: Sequence[str] | str, *, tokenizer=None, max_prompt_tok
                 try:
                     row = converter(row)
                 except ValueError as err:
-                    report.add("bad_gsm8k_answer", row_id, where, str(err))
+                    report.add(CONVERSION_ERRORS.get(converter.__name__, "bad_row"), row_id, where, str(err))
                     continue
+                if row.get("id") not in (None, ""):
+                    row_id = str(row["id"])
             problem = (_messages_problem(row.get("messages"))
                        or (("missing_ground_truth", "no 'ground_truth'") if _is_missing(row.get("ground_truth"))
                            else None)

@@ -1,6 +1,6 @@
 """Prompt sources read into raw rows, before validation (rlvr.data.prompts): local files, hub datasets,
 `procedural:` specs (core.procedural) and the `gsm8k:` conversion of raw GSM8K rows. The forms are listed in
-rlvr.data.prompts. JSON-lines files are read by rewards.jsonl in collect mode: a bad line becomes a counted drop
+rlvr.data.prompts, as is the `ifeval:` conversion of Google's IFEval rows. JSON-lines files are read by rewards.jsonl in collect mode: a bad line becomes a counted drop
 (bad_json, not_an_object), never a crash.
 """
 
@@ -20,6 +20,7 @@ log = get_logger(__name__)
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 GSM8K_PREFIX = "gsm8k:"
+IFEVAL_PREFIX = "ifeval:"
 HF_PREFIX = "hf:"
 # Same instruction as the procedural GSM8K task, so both kinds of rows ask for the same answer form.
 GSM8K_INSTRUCTION = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
@@ -145,6 +146,41 @@ def looks_like_gsm8k(raws: list[RawRow]) -> bool:
     return first is not None and "messages" not in first and "question" in first and "answer" in first
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Google's IFEval format -> schema.
+
+def ifeval_to_row(row: dict) -> dict:
+    """Google's `{"key", "prompt", "instruction_id_list", "kwargs"}` (input_data.jsonl, google/IFEval) -> a schema
+    row: one user turn with the prompt, the instructions as the "ifeval" verifier's ground truth (null kwargs
+    dropped, as Google's evaluator does), id `ifeval-<key>`. Raises ValueError."""
+    prompt, ids, kwargs = row.get("prompt"), row.get("instruction_id_list"), row.get("kwargs")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("no 'prompt' text")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ValueError("'instruction_id_list' must be a non-empty list of instruction ids")
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids):
+        raise ValueError(f"'kwargs' must be a list with one entry per instruction ({len(ids)})")
+    cleaned = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs]
+    out = {"messages": [{"role": "user", "content": prompt}],
+           "ground_truth": json.dumps({"instruction_id_list": ids, "kwargs": cleaned}), "dataset": "ifeval"}
+    if row.get("key") is not None:
+        out["id"] = f"ifeval-{row['key']}"
+    return out
+
+
+def looks_like_ifeval(raws: list[RawRow]) -> bool:
+    first = next((r.row for r in raws if isinstance(r.row, dict)), None)
+    return first is not None and "messages" not in first and "prompt" in first and "instruction_id_list" in first
+
+
+def _converter(raws: list[RawRow]) -> Callable[[dict], dict] | None:
+    if looks_like_gsm8k(raws):
+        return gsm8k_to_row
+    if looks_like_ifeval(raws):
+        return ifeval_to_row
+    return None
+
+
 def load_source(spec: str) -> tuple[list[RawRow], Callable[[dict], dict] | None]:
     """The raw rows of one source string, and the converter to the schema they need (gsm8k_to_row or None)."""
     if procedural.is_procedural_spec(spec):
@@ -153,10 +189,11 @@ def load_source(spec: str) -> tuple[list[RawRow], Callable[[dict], dict] | None]
         except ValueError as err:
             raise PromptDataError(f"prompt source {spec!r}: {err}") from None
         return [RawRow(spec, i, row) for i, row in enumerate(rows, 1)], None
-    if spec.startswith(GSM8K_PREFIX):
-        inner = spec[len(GSM8K_PREFIX):]
-        if not inner:
-            raise PromptDataError(f"prompt source {spec!r}: expected gsm8k:FILE_OR_HUB_NAME")
-        return _read_source(inner), gsm8k_to_row
+    for prefix, converter in ((GSM8K_PREFIX, gsm8k_to_row), (IFEVAL_PREFIX, ifeval_to_row)):
+        if spec.startswith(prefix):
+            inner = spec[len(prefix):]
+            if not inner:
+                raise PromptDataError(f"prompt source {spec!r}: expected {prefix}FILE_OR_HUB_NAME")
+            return _read_source(inner), converter
     raws = _read_source(spec)
-    return raws, (gsm8k_to_row if looks_like_gsm8k(raws) else None)
+    return raws, _converter(raws)

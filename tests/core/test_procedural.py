@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 
 from core.procedural import ProceduralSpecError, generate, load_procedural, parse_procedural_spec
-from core.procedural_ifeval import IFEVAL_CONSTRAINTS, _conflicts
+from core.procedural_ifeval import IFEVAL_CONSTRAINTS, LANGUAGES, STANDALONE, _conflicts
 from rlvr.cli import main
 
 # Independent answers from the operands, one formula per template (written from the problem statements).
@@ -94,11 +94,33 @@ def test_ifeval_rows_use_google_ids_and_kwargs(shared_data):
             assert all(not _conflicts(iid, other) for other in ids[i + 1:])
             seen.add(iid)
         prompt = row["messages"][0]["content"]
-        for kw in kwargs:  # every randomised value is stated in the prompt text
+        for iid, kw in zip(ids, kwargs):  # every randomised value is stated in the prompt text
             for value in kw.values():
                 for v in value if isinstance(value, list) else [value]:
-                    assert str(v) in prompt, (v, prompt)
-    assert seen == set(IFEVAL_CONSTRAINTS)
+                    stated = LANGUAGES[v] if iid == "language:response_language" else str(v)
+                    assert stated in prompt, (v, prompt)
+    assert seen == set(IFEVAL_CONSTRAINTS) == set(google)  # all 25 of Google's instruction families
+
+
+def test_ifeval_rows_repeat_prompt_and_fixed_answers():
+    from rewards import get_verifier
+
+    verify = get_verifier("ifeval")
+    rows = [(r, json.loads(r["ground_truth"])) for r in generate("ifeval", 600, seed=2)]
+    repeats = [(r, gt) for r, gt in rows if "combination:repeat_prompt" in gt["instruction_id_list"]]
+    fixed = [(r, gt) for r, gt in rows if set(gt["instruction_id_list"]) & STANDALONE]
+    assert repeats and fixed
+    for row, gt in repeats:  # the repeat instruction comes last and its text is the whole prompt before it
+        assert gt["instruction_id_list"][-1] == "combination:repeat_prompt"
+        prompt, target = row["messages"][0]["content"], gt["kwargs"][-1]["prompt_to_repeat"]
+        assert prompt.startswith(target) and len(prompt) > len(target) + 20
+        if gt["instruction_id_list"] == ["combination:repeat_prompt"]:
+            assert verify(f"{target}\nHere is my answer.", row["ground_truth"], prompt=prompt).value == 1.0
+            assert verify("Here is my answer.", row["ground_truth"], prompt=prompt).value == 0.0
+    for row, gt in fixed:  # a yes/no question answered with a fixed phrase, alone
+        assert len(gt["instruction_id_list"]) == 1 and row["messages"][0]["content"].split("?")[0]
+        assert verify("I think so. My answer is yes.", row["ground_truth"]).value == 1.0
+        assert verify("I think so.", row["ground_truth"]).value == 0.0
 
 
 def test_mixed_has_both_kinds():

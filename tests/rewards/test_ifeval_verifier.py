@@ -23,7 +23,7 @@ def _tulu(func_name, **kwargs):
 
 
 def test_registered_names():
-    for name in ("ifeval", "ifeval_strict", "ifeval_fraction", "ifeval_loose", "ifeval_hardened"):
+    for name in ("ifeval", "ifeval_strict", "ifeval_fraction", "ifeval_loose", "ifeval_hardened", "ifeval_answer"):
         assert callable(get_verifier(name))
 
 
@@ -43,6 +43,34 @@ def test_reward_modes():
     assert "not followed: punctuation:no_comma" in loose_fraction.reason
     assert get_verifier("ifeval_loose")('Sure:\n"The river runs"', GOOGLE).value == 1.0
     assert get_verifier("ifeval")('Sure:\n"The river runs"', GOOGLE).value == 0.0
+
+
+def test_answer_verifier_scores_the_fraction_of_answers_only():
+    """ifeval_answer: the fraction of instructions followed, but 0 for what Google's checkers alone would reward:
+    an empty or letterless reply, a loop, a bare repeat of the request."""
+    verify = get_verifier("ifeval_answer")
+    no_comma = {"instruction_id_list": ["punctuation:no_comma", "keywords:existence"],
+                "kwargs": [{}, {"keywords": ["river"]}]}
+    prose = "The river runs through the old town and the children play beside it every summer afternoon."
+    assert verify(prose, no_comma).value == 1.0
+    assert verify(prose.replace("river", "stream"), no_comma).value == 0.5
+    assert get_verifier("ifeval_fraction")("", no_comma).value == 0.0  # strict: blank fails everything
+    assert get_verifier("ifeval_fraction")("river", no_comma).value == 1.0
+    assert verify("river", no_comma).value == 0.0 and "letters" in verify("river", no_comma).reason
+    loop = "The river is wide and deep. " * 6
+    assert get_verifier("ifeval_fraction")(loop, no_comma).value == 1.0
+    assert verify(loop, no_comma).value == 0.0 and "loop" in verify(loop, no_comma).reason
+    japanese = {"instruction_id_list": ["language:response_language"], "kwargs": [{"language": "ja"}]}
+    digits = "1 2 3 4 5 " * 20
+    assert get_verifier("ifeval")(digits, japanese).value == 1.0  # Google: no language detected passes
+    assert verify(digits, japanese).value == 0.0
+    repeat = {"instruction_id_list": ["combination:repeat_prompt"],
+              "kwargs": [{"prompt_to_repeat": "Write a long story about a river and the town around it."}]}
+    request = repeat["kwargs"][0]["prompt_to_repeat"]
+    assert verify(request, repeat).value == 0.0  # the request alone is no answer
+    assert verify(f"{request}\n{prose}", repeat).value == 1.0
+    yes_no = {"instruction_id_list": ["detectable_format:constrained_response"], "kwargs": [{}]}
+    assert verify("My answer is yes.", yes_no).value == 1.0  # a fixed-phrase answer may be short
 
 
 def test_hardened_variant_fails_undetectable_language():

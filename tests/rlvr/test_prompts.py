@@ -58,6 +58,42 @@ def test_gsm8k_raw_rows_converted_by_prefix_and_autodetect(shared_data):
     assert all("," not in r.ground_truth and r.ground_truth.strip() for r in explicit)
 
 
+def test_google_ifeval_rows_converted_by_prefix_and_autodetect(shared_data, tmp_path):
+    from rewards import get_verifier
+
+    path = shared_data / "ifeval" / "input_data.jsonl"
+    first = json.loads(path.read_text().splitlines()[0])
+    explicit = load_prompts([f"ifeval:{path}"])
+    auto = load_prompts([str(path)])
+    assert len(explicit) == len(auto) == 541 and explicit.report.num_dropped == 0
+    assert [r.to_dict() for r in explicit] == [r.to_dict() for r in auto]
+    row = explicit[0]
+    assert row.id == f"ifeval-{first['key']}" and row.dataset == "ifeval"
+    assert row.messages == [{"role": "user", "content": first["prompt"]}]
+    gt = json.loads(row.ground_truth)
+    assert gt["instruction_id_list"] == first["instruction_id_list"]
+    assert all(None not in kw.values() for r in explicit for kw in json.loads(r.ground_truth)["kwargs"])
+    # the converted ground truth is what the verifier checks: no commas, 3 highlights, 300+ words
+    good = " ".join(["*a* *b* *c*"] + ["word"] * 300)
+    assert get_verifier("ifeval")(good, row.ground_truth, prompt=first["prompt"]).value == 1.0
+    assert get_verifier("ifeval")(good + ", more", row.ground_truth, prompt=first["prompt"]).value == 0.0
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [first, {**first, "kwargs": [{}]}, {**first, "prompt": " "}])
+    ps = load_prompts([bad], max_dropped_fraction=1.0)
+    assert len(ps) == 1 and ps.report.counts == {"bad_ifeval_row": 2}
+
+
+def test_train_verifiers_swap_the_reward_of_training_rows_only(shared_data):
+    from rlvr.data.prompts import with_verifiers
+
+    ps = load_prompts([str(shared_data / "rlvr_sample" / "rlvr_sample.jsonl")])
+    swapped = with_verifiers(ps, {"IFEval": "ifeval_answer"})
+    assert swapped.verifier_counts() == {"MATH": 3, "gsm8k": 1, "ifeval_answer": 4}
+    assert [r.ground_truth for r in swapped] == [r.ground_truth for r in ps]
+    assert with_verifiers(ps, {}) is ps
+    with pytest.raises(PromptDataError, match="train_verifiers"):
+        with_verifiers(ps, {"ifeval": "no_such_verifier"})
+
+
 def test_gsm8k_adapter_strips_thousands_separator_and_rejects_missing_marker():
     out = gsm8k_to_row({"question": "How many?", "answer": "Add them.\n#### 1,234"})
     assert out["ground_truth"] == "1234" and out["dataset"] == "gsm8k"

@@ -16,8 +16,9 @@ def evaluate_ifeval(docs: Sequence[dict], generator: TextGenerator, *,
     for doc, response in zip(docs, responses):
         result = check_instructions(response, doc["instruction_id_list"], doc["kwargs"], prompt=doc["prompt"])
         results.append(result)
-        records.append({"id": doc["id"], "instruction_id_list": doc["instruction_id_list"], "response": response,
-                        "strict": list(result.strict), "loose": list(result.loose)})
+        records.append({"id": doc["id"], "prompt": doc["prompt"], "instruction_id_list": doc["instruction_id_list"],
+                        "kwargs": doc["kwargs"], "response": response, "strict": list(result.strict),
+                        "loose": list(result.loose)})
     metrics = {k: float(v) for k, v in accuracies(results).items()} if results else {}
     metrics["n"] = len(docs)
     return metrics, records
