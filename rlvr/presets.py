@@ -15,7 +15,8 @@ settings it ran with. Plain data, no torch: the config module loads this before 
     gspo          GSPO (Zheng et al. 2025, arXiv 2507.18071): sequence-level ratio and clipping (3e-4 / 4e-4),
                   sequence-mean reduction, no KL term
     cispo         CISPO (MiniMax-M1, arXiv 2506.13585): clipped, detached importance weight on a REINFORCE loss, no
-                  lower bound (eps_low 1), eps_high 5 (ScaleRL's value: MiniMax-M1 gives none), token-mean, no KL
+                  lower bound (eps_low 1), the weight capped at 5 (eps_high 4: TRL's recommended cap, from ScaleRL,
+                  arXiv 2510.13786; MiniMax-M1 gives no value), token-mean, no KL
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def preset(name: str, data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                         "clip_eps": 3e-4, "clip_eps_high": 4e-4, **no_kl}}
     if name == "cispo":
         return {"ppo": {"advantage_estimator": "grpo", "policy_loss": "cispo", "loss_agg_mode": "token-mean",
-                        "clip_eps": 1.0, "clip_eps_high": 5.0, **no_kl}}
+                        "clip_eps": 1.0, "clip_eps_high": 4.0, **no_kl}}
     raise ValueError(f"algorithm: unknown {name!r}; known: {', '.join(ALGORITHMS)}")
 
 

@@ -120,7 +120,7 @@ def gspo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
 
 
 def cispo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *,
-                      clip_eps: float = 1.0, clip_eps_high: float | None = 5.0, num_units: float | None = None,
+                      clip_eps: float = 1.0, clip_eps_high: float | None = 4.0, num_units: float | None = None,
                       loss_agg_mode: str = "token-mean", weights: Tensor | None = None,
                       log_ratio_clip: float = 20.0) -> tuple[Tensor, dict[str, float]]:
     """CISPO: -sg(clip(r, 1 - eps, 1 + eps_high)) * A * log pi(y_t). All [B, T] -> scalar.

@@ -29,7 +29,7 @@ EXPECTED = {  # what each paper sets (rlvr/presets.py; docs/algorithms.md)
     "gspo": {"advantage_estimator": "grpo", "policy_loss": "gspo", "loss_agg_mode": "seq-mean-token-mean",
              "clip_eps": 3e-4, "clip_eps_high": 4e-4, "kl_coef": 0.0},
     "cispo": {"advantage_estimator": "grpo", "policy_loss": "cispo", "loss_agg_mode": "token-mean",
-              "clip_eps": 1.0, "clip_eps_high": 5.0, "kl_coef": 0.0},
+              "clip_eps": 1.0, "clip_eps_high": 4.0, "kl_coef": 0.0},
 }
 
 
