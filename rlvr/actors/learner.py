@@ -18,9 +18,9 @@ critic without one (GRPO/RLOO), and none of the policy in `prepare` when the upd
 the batch and the KL is not in the reward (the old log-probs are then the update's own, detached). Micro-batches
 are cut by length and trimmed of padding (rlvr.actors.batch). Each update reports its useful FLOPs and compute
 seconds (rlvr.actors.perf) and the process's peak memory.
-Loss normalisation (core.losses): every micro-batch loss is sum(per-token) / (global tokens of its mini-batch /
-world size), backward without DeepSpeed's 1/accumulation scaling; DeepSpeed's gradient averaging over ranks
-completes the mean, so the gradient is the same however the batch is sharded or accumulated.
+Loss normalisation (core.losses): every micro-batch loss is sum(per-token) / (the mini-batch's units of
+ppo.loss_agg_mode over all ranks / world size), backward without DeepSpeed's 1/accumulation scaling; DeepSpeed's
+rank averaging completes the mean, so the gradient is the same however the batch is sharded or accumulated.
 
 Temperature: log-probs are always computed from logits / rollout.temperature (old, new and reference), the
 distribution the samples were drawn from; the generators report theirs at the same temperature (the behaviour
@@ -198,11 +198,8 @@ class Learner:
                    at the learner's temperature, i.e. the policy that produced them (it may be k updates old)
         recompute  a no-grad forward in `prepare`: needed when more than one update uses the batch (epochs x
                    mini-batches > 1: later updates keep the ratio to the policy before the first), when the KL
-                   is in the reward (the advantages need the policy's log-probs), or when the train/inference
-                   mismatch is corrected (ppo.mismatch_correction: the weights compare these with the generator's;
-                   with asynchronous rollouts too, which makes them the proximal policy of decoupled PPO: the
-                   ratio is taken to the learner's weights before the update, the weights correct for the
-                   generator's older ones)
+                   is in the reward (the advantages need the policy's log-probs), or when ppo.mismatch_correction
+                   compares them with the generator's (also asynchronously: decoupled PPO's proximal policy)
         current    the first and only update on this batch: old = the update's own log-probs, detached (the
                    same weights), so `prepare` needs no policy forward"""
         cfg = self.cfg
@@ -295,17 +292,15 @@ class Learner:
     # ---- step part 2 ----
     def update(self, step: int, advantages: torch.Tensor, returns: torch.Tensor | None = None,
                sample_mask: torch.Tensor | None = None, kl_coef: float | None = None) -> dict[str, float]:
-        """PPO-style update on the prepared samples: `advantages` [b, T] from compute_advantages (the rows and
-        width `prepare` returned), `returns` [b, T] for the critic (PPO), `sample_mask` [b] (0: the sample leaves
-        the policy loss and its normaliser; rewards.overlong_filter), `kl_coef`: this step's beta for the KL in the
-        loss (default ppo.kl_coef; the adaptive controller's value otherwise). Then epochs x mini-batches of
-        policy (and value) updates with the losses the config names.
+        """Epochs x mini-batches of policy (and value) updates on the prepared samples, with the losses the config
+        names: `advantages` [b, T] from compute_advantages (the rows and width `prepare` returned), `returns`
+        [b, T] for the critic, `sample_mask` [b] (0: out of the policy loss and its normaliser;
+        rewards.overlong_filter), `kl_coef` this step's beta (default ppo.kl_coef; ppo.kl_controller).
 
-        Besides the per-token means of the losses' statistics it returns sums over this rank's rows, taken on
-        the first pass over the batch (keys `sum/...`, added up over ranks by the driver; `max/...` taken as the
-        maximum): the KL to the reference where `prepare` did not compute it, the generator-vs-learner log-prob
-        gap (rlvr.algorithms.mismatch.logprob_gap) and what the mismatch correction truncated, and the useful
-        FLOPs and seconds of prepare + update (rlvr.actors.perf)."""
+        Besides the per-token means of the losses' statistics it returns sums over this rank's rows from the
+        first pass (`sum/...`, added up over ranks by the driver; `max/...`: the maximum): the KL where `prepare`
+        did not compute it, the generator-vs-learner gap (rlvr.algorithms.mismatch), what the mismatch correction
+        cut, and the useful FLOPs and seconds of prepare + update (rlvr.actors.perf)."""
         cfg, d = self.cfg, self._data
         if d is None:
             raise RuntimeError("update() before prepare()")
