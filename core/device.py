@@ -16,7 +16,8 @@ DeviceKind = Literal["auto", "cpu", "cuda"]
 class DeviceInfo:
     kind: Literal["cpu", "cuda"]
     dist_backend: Literal["gloo", "nccl"]
-    # Master weights stay fp32 on CPU (pure-bf16 weights barely learn with AdamW); CUDA trains in bf16.
+    # The dtype the device trains in by default (engine.precision auto; core.engine.precision_for): bf16 on a
+    # CUDA GPU with native bf16, else fp32 (master weights stay fp32: pure-bf16 weights barely learn with AdamW).
     param_dtype: str
     compute_dtype: str
     num_threads: int
@@ -32,8 +33,9 @@ def detect_device(prefer: DeviceKind = "auto", num_threads: int | None = None) -
     if prefer == "cuda" and not has_cuda:
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
     if prefer == "cuda" or (prefer == "auto" and has_cuda):
-        bf16 = torch.cuda.is_bf16_supported()
-        dtype = "bfloat16" if bf16 else "float16"
+        # native bf16 only: torch reports emulated bf16 (pre-Ampere GPUs) as supported by default. Without it,
+        # fp32: nothing here trains in fp16 (DeepSpeed's fp16 mode with loss scaling is not configured)
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
         return DeviceInfo("cuda", "nccl", dtype, dtype, num_threads or default_threads())
     return DeviceInfo("cpu", "gloo", "float32", "float32", num_threads or default_threads())
 

@@ -2,8 +2,17 @@
 core.run (OptimConfig, EngineConfig, DistConfig).
 
 One place decides: the torch.distributed group (gloo on CPU, NCCL on CUDA), the DeepSpeed config (ZeRO stage,
-bf16 on CUDA / fp32 master weights on CPU, gradient accumulation, clipping), the client optimizer (torch AdamW:
-no compile step) and the LR schedule (warm-up, then constant/linear/cosine).
+precision, gradient accumulation, clipping), the client optimizer (torch AdamW: no compile step) and the LR
+schedule (warm-up, then constant/linear/cosine).
+
+Precision (`precision_for`, engine.precision): fp32, or bf16 with gradients accumulated in fp32. DeepSpeed 0.19
+accumulates bf16 gradients in fp32 under ZeRO 2 and 3 with `data_types.grad_accum_dtype: fp32`; under ZeRO 0 it
+refuses that mix (its bf16 mode sums micro-batch gradients in bf16), so bf16 under ZeRO 0 is torch.autocast over
+fp32 weights (DeepSpeed's `torch_autocast`): the same 16 bytes per trained parameter as DeepSpeed's bf16 with its
+fp32 master copy, and fp32 gradients. Under ZeRO 1 its bf16 optimizer drops small micro-batch gradients even
+with fp32 accumulation (measured), so bf16 there is refused. Frozen models (the reference policy) get an engine without an optimizer, which DeepSpeed
+accepts only at ZeRO 0 and 3: stage 0 unless the run is ZeRO-3 (then partitioned like the policy), computing in
+the same precision as the trained models, so the KL to the reference starts at 0.
 
 DeepSpeed is imported inside the functions that use it, after `init_distributed` has set DS_ACCELERATOR:
 DeepSpeed picks its accelerator once, when it is first imported.
@@ -16,15 +25,16 @@ import math
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import psutil  # comes with ray[default]
 import torch
 import torch.distributed as dist
 
-from core.device import DeviceInfo, detect_device
+from core.device import DeviceInfo, cpu_supports_bf16, detect_device
 from core.logging import get_logger
-from core.run import EngineConfig, OptimConfig
+from core.run import ZERO1_BF16, EngineConfig, OptimConfig
 
 log = get_logger(__name__)
 
@@ -157,18 +167,65 @@ def bind_gloo_to(ip: str) -> None:
         os.environ["GLOO_SOCKET_IFNAME"] = name
 
 
-def deepspeed_config(optim: OptimConfig, engine: EngineConfig, *, world_size: int, device: DeviceInfo) -> dict[str, Any]:
+class EngineSetupError(ValueError):
+    """An engine setting this device or DeepSpeed cannot do; one line naming the key (the CLIs exit 2)."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How an engine holds its weights and computes (`precision_for`)."""
+
+    weights: str  # "float32" | "bfloat16": the module's parameters as DeepSpeed holds them
+    autocast: bool  # bf16 matmuls under torch.autocast over fp32 weights (DeepSpeed's torch_autocast)
+
+    @property
+    def compute(self) -> str:
+        """The dtype the matmuls run in: what a log-prob computed by this engine is rounded to."""
+        return "bfloat16" if self.weights == "bfloat16" or self.autocast else "float32"
+
+
+def precision_for(engine: EngineConfig, device: DeviceInfo) -> Precision:
+    """engine.precision on `device` (see the module docstring). bf16 on a GPU without native bf16 is an error;
+    on a CPU without it (AVX-512 BF16 / AMX) it runs, emulated and slowly, with a warning."""
+    wanted = engine.precision
+    if wanted == "auto":
+        wanted = "bf16" if device.kind == "cuda" and device.param_dtype == "bfloat16" else "fp32"
+    if wanted == "fp32":
+        return Precision("float32", autocast=False)
+    if device.kind == "cuda" and device.param_dtype != "bfloat16":
+        raise EngineSetupError("engine.precision=bf16: this GPU has no native bf16 (torch.cuda.is_bf16_supported("
+                               "including_emulation=False) is False); use engine.precision=fp32")
+    if engine.zero_stage == 1:
+        raise EngineSetupError(ZERO1_BF16 + f" (engine.precision={engine.precision} resolved to bf16 on {device.kind})")
+    if device.kind == "cpu" and not cpu_supports_bf16():
+        log.warning("engine.precision=bf16 on a CPU without native bf16 (no avx512_bf16/amx_bf16 flag): bf16 is "
+                    "emulated here, many times slower than fp32")
+    return Precision("float32", autocast=True) if engine.zero_stage == 0 else Precision("bfloat16", autocast=False)
+
+
+def deepspeed_config(optim: OptimConfig, engine: EngineConfig, *, world_size: int, device: DeviceInfo,
+                     trainable: bool = True) -> dict[str, Any]:
+    """The DeepSpeed config of one engine. A frozen engine (`trainable=False`) has no optimizer: ZeRO stage 0
+    unless the run is ZeRO-3 (DeepSpeed refuses ZeRO 1/2 without an optimizer: they shard its state)."""
+    precision = precision_for(engine, device)
+    stage = engine.zero_stage if trainable or engine.zero_stage == 3 else 0
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": optim.per_device_batch_size,
         "gradient_accumulation_steps": optim.gradient_accumulation_steps,
         "train_batch_size": optim.effective_batch_size(world_size),
         "gradient_clipping": optim.max_grad_norm,
-        "zero_optimization": {"stage": engine.zero_stage},
-        "bf16": {"enabled": device.param_dtype == "bfloat16"},
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": precision.weights == "bfloat16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if engine.zero_stage == 3:
+    if precision.weights == "bfloat16" and trainable:
+        # DeepSpeed's default is the model dtype: micro-batch gradients summed in bf16 lose the small ones
+        cfg["data_types"] = {"grad_accum_dtype": "fp32"}
+    if precision.autocast:
+        # no module's gradients reduced in bf16 (DeepSpeed's default marks nn.Linear for bf16 all-reduce)
+        cfg["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    if stage == 3:
         cfg["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": True})
     return cfg
 
@@ -200,7 +257,8 @@ def disable_dropout(model) -> int:
 def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps: int, world_size: int,
                  device: DeviceInfo | None = None, trainable: bool = True, keep_dropout: bool = False):
     """Wrap `model` in a DeepSpeed engine with AdamW and the LR schedule. The process group must exist
-    (`init_distributed`). A frozen model (`trainable=False`, e.g. the reference policy) gets no optimiser.
+    (`init_distributed`). A frozen model (`trainable=False`, e.g. the reference policy) gets no optimiser (and
+    ZeRO stage 0 unless the run is ZeRO-3: `deepspeed_config`).
 
     Dropout is switched off (`disable_dropout`) unless `keep_dropout` (SFT keeps the model's own setting). A
     trainable engine is returned in training mode: transformers only checkpoints activations in training mode,
@@ -215,7 +273,11 @@ def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps
         model.gradient_checkpointing_enable()
         if getattr(model, "config", None) is not None and hasattr(model.config, "use_cache"):
             model.config.use_cache = False  # a KV cache is incompatible with re-computed activations
-    ds_cfg = deepspeed_config(optim, engine, world_size=world_size, device=device)
+    ds_cfg = deepspeed_config(optim, engine, world_size=world_size, device=device, trainable=trainable)
+    if not ds_cfg["bf16"]["enabled"] and any(p.dtype != torch.float32 for p in model.parameters()):
+        # fp32 weights (fp32 precision, or bf16 autocast under ZeRO 0): a model loaded in bf16 would otherwise
+        # train in pure bf16 (DeepSpeed casts only when its own bf16 mode is on)
+        model.to(torch.float32)
     if not trainable:
         model.requires_grad_(False)
         ds_engine, *_ = deepspeed.initialize(model=model, config=ds_cfg)
@@ -224,12 +286,12 @@ def build_engine(model, optim: OptimConfig, engine: EngineConfig, *, total_steps
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one vectorised kernel for the whole step (the same update; on CPU 0.1 s instead of 0.5-0.7 s per
-    # step for SmolLM2-135M's parameters, 1 thread)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=True,
-    )
+    # step for SmolLM2-135M's parameters, 1 thread). Empty groups left out: DeepSpeed drops them, and the LR
+    # schedule must see the same groups
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr, betas=optim.betas,
+                                  eps=optim.eps, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim, total_steps))
     ds_engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg)
     ds_engine.train()

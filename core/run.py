@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config import FrozenConfig
 
@@ -56,10 +56,28 @@ class EngineConfig(FrozenConfig):
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="CUDA when present, else CPU")
     gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="training precision (core.engine.precision_for). auto: bf16 on a CUDA GPU with native "
+        "bf16, else fp32. bf16 under ZeRO 1-3: DeepSpeed holds bf16 weights, fp32 master weights, and accumulates "
+        "gradients in fp32; under ZeRO 0, where DeepSpeed 0.19 can only accumulate bf16 gradients in bf16: fp32 "
+        "weights and bf16 matmuls under torch.autocast. Frozen models (the reference) compute as the trained ones")
     cpu_autocast: Literal["auto", "bf16", "off"] = Field(
         "off", description="CPU mixed precision for forward/backward: bf16 matmuls under torch.autocast, fp32 "
                            "weights and optimiser state; auto = bf16 when the CPU has native bf16 (AVX-512 BF16/AMX)")
     num_threads: int | None = Field(None, ge=1, description="torch threads per process (CPU); default: all")
+
+    @model_validator(mode="after")
+    def _check_precision(self) -> EngineConfig:
+        if self.precision == "bf16" and self.zero_stage == 1:
+            raise ValueError(ZERO1_BF16)
+        return self
+
+
+# core.engine.precision_for says the same when engine.precision=auto resolves to bf16 (a CUDA GPU)
+ZERO1_BF16 = ("engine.zero_stage=1 with bf16: DeepSpeed 0.19's ZeRO-1 bf16 optimizer (BF16_Optimizer) drops "
+              "gradient contributions below bf16 resolution when it accumulates micro-batches, fp32 "
+              "grad_accum_dtype or not (tests/rlvr/test_mixed_precision.py); use engine.zero_stage=2 (ZeRO-1's "
+              "savings and more, fp32 accumulation) or engine.precision=fp32")
 
 
 class DistConfig(FrozenConfig):

@@ -143,6 +143,12 @@ class RewardsConfig(FrozenConfig):
                                   "token) out of the policy loss and its normaliser (DAPO's overlong filtering)")
 
 
+# weight_sync.bf16_tolerance: about twice the largest gap measured on SmolLM2-135M-Instruct's greedy probe (8 tokens,
+# CPU, docs/gpu_check.md): bf16 weights vs fp32 0.107, bf16 sdpa vs eager attention 0.049, fp32 weights under bf16
+# autocast (ZeRO 0) vs bf16 weights 0.021. Wrong or corrupted weights move it by more than 1.
+BF16_TOLERANCE = 0.25
+
+
 class WeightSyncConfig(FrozenConfig):
     transport: Literal["auto", "object_store", "nccl", "gloo"] = Field(
         "auto", description="auto: an NCCL group when learner rank 0 and every generator hold GPUs of their own, "
@@ -150,7 +156,11 @@ class WeightSyncConfig(FrozenConfig):
         "(any layout). See rlvr/weight_sync.py")
     verify: bool = Field(False, description="after each sync, compare generator vs learner log-probs")
     verify_every: int = Field(1, ge=1, description="verify every N syncs (the first and post-resume always)")
-    tolerance: float = Field(1e-3, gt=0, description="max |logprob difference| allowed by the check")
+    tolerance: float = Field(1e-3, gt=0, description="max |logprob difference| allowed by the check when learner "
+                             "and generator both compute in fp32")
+    bf16_tolerance: float = Field(BF16_TOLERANCE, gt=0, description="the same when either computes in bf16 (a "
+                                  "bf16 GPU run): bf16 rounding and different kernels alone move the probe's "
+                                  "log-probs by more than `tolerance` (rlvr/weight_check.py)")
     timeout_s: float = Field(120.0, gt=0, description="a sync that takes longer is an error, never a hang")
 
 

@@ -144,8 +144,8 @@ class RLVRTrainer:
         probe = chat_ids(self.tokenizer, PROBE_MESSAGES)
         self.sync = WeightSync(self.learners, self.generators, transport=transport,
                                timeout_s=cfg.weight_sync.timeout_s, tolerance=cfg.weight_sync.tolerance,
-                               probe_prompt=probe, startup_timeout_s=res.startup_timeout_s,
-                               master_addr=cfg.dist.master_addr)
+                               bf16_tolerance=cfg.weight_sync.bf16_tolerance, probe_prompt=probe,
+                               startup_timeout_s=res.startup_timeout_s, master_addr=cfg.dist.master_addr)
         self.sync.connect()
         self.rollouts = Rollouts(cfg, self.generators, self.sampler, list(self.train_set))
         log.info("actors: %s; %s; weight sync %s", ", ".join(self.learners.names), ", ".join(self.generators.names),

@@ -22,7 +22,10 @@ The collective transports' in-actor half (group membership, send, receive) is rl
 module is the driver's half and never runs inside an actor.
 
 `verify`: each generator decodes a fixed probe greedily; the learner scores the same tokens; the largest
-|log-prob difference| must be within `tolerance`, else `WeightSyncError` (stale or corrupted generator weights).
+|log-prob difference| must be within the tolerance for the two sides' compute dtypes (rlvr.weight_check: fp32
+`weight_sync.tolerance`, bf16 `weight_sync.bf16_tolerance`), else `WeightSyncError` (stale or corrupted generator
+weights). A stale generator after a few small updates can hide under the bf16 bound; wrong, missing or corrupted
+weights cannot.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ import ray
 
 from core.logging import get_logger
 from rlvr.actors.group import ActorGroup, cause_line
+from rlvr.config import BF16_TOLERANCE
 from rlvr.errors import ActorFailure, WeightSyncError
+from rlvr.weight_check import PROBE_MESSAGES, PROBE_TOKENS, max_gap, tolerance_for
+
+__all__ = ["PROBE_MESSAGES", "TRANSPORTS", "WeightSync", "choose_transport"]
 
 log = get_logger(__name__)
 
-PROBE_MESSAGES = [{"role": "user", "content": "Count from 1 to 5, then say the answer is 42."}]
-PROBE_TOKENS = 12
 TRANSPORTS = ("auto", "object_store", "nccl", "gloo")
 
 
@@ -77,7 +82,8 @@ def choose_transport(requested: str, learner: dict[str, Any], generators: list[d
 
 class WeightSync:
     def __init__(self, learners, generators, *, transport: str, timeout_s: float, tolerance: float,
-                 probe_prompt: list[int], startup_timeout_s: float = 120.0, master_addr: str | None = None):
+                 probe_prompt: list[int], startup_timeout_s: float = 120.0, master_addr: str | None = None,
+                 bf16_tolerance: float = BF16_TOLERANCE):
         self.learners = learners  # rlvr.actors.group.LearnerGroup
         self.generators = generators  # rlvr.actors.group.GeneratorGroup (or a subset of one)
         if transport not in TRANSPORTS[1:]:
@@ -86,6 +92,7 @@ class WeightSync:
         self.timeout_s = timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.tolerance = tolerance
+        self.bf16_tolerance = bf16_tolerance
         self.probe_prompt = probe_prompt
         self.master_addr = master_addr
         self.version = 0
@@ -193,11 +200,13 @@ class WeightSync:
             # every rank runs the forward (ZeRO-3 gathers parameters collectively); rank 0's answer is used
             ref = self._get(self.learners.call("sequence_logprobs", self.probe_prompt, rollout.response_ids),
                             "weight-sync check (learner log-probs)", self.learners)[0]
-            diff = max(abs(a - b) for a, b in zip(rollout.logprobs, ref))
+            diff = max_gap(rollout.logprobs, ref)
             worst = max(worst, diff)
-            if diff > self.tolerance:
+            key, tolerance = tolerance_for(self.learners.infos[0], self.generators.infos[i],
+                                           tolerance=self.tolerance, bf16_tolerance=self.bf16_tolerance)
+            if diff > tolerance:
                 raise WeightSyncError(
                     f"generator {i} disagrees with the learner after weight sync {self.version}: max |logprob "
-                    f"difference| {diff:.3g} > weight_sync.tolerance {self.tolerance:g} on the probe sequence "
+                    f"difference| {diff:.3g} > weight_sync.{key} {tolerance:g} on the probe sequence "
                     "(stale or corrupted generator weights)")
         return worst

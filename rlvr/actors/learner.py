@@ -42,7 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from core.checkpoint import safe_deepspeed_load
 from core.device import autocast_context, detect_device, set_threads
-from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_distributed
+from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_distributed, precision_for
 from core.finite import count_nonfinite
 from core.logging import get_logger
 from core.losses import aggregate_loss, loss_units, per_rank_units, train_micro_batches
@@ -95,8 +95,10 @@ class Learner:
             self.build()
 
     def info(self) -> dict[str, Any]:
-        """Who and where this rank is (pid, node address and id, the GPUs Ray gave it)."""
-        return {**whereami(), "rank": self.rank, "device": self.device.kind}
+        """Who and where this rank is (pid, node address and id, the GPUs Ray gave it), and the dtype its policy
+        computes in (core.engine.precision_for: what the weight-sync check's tolerance depends on)."""
+        return {**whereami(), "rank": self.rank, "device": self.device.kind,
+                "compute_dtype": precision_for(self.cfg.engine, self.device).compute}
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's address (as Ray knows it) and a TCP port free on it right now: where rank 0 hosts a
@@ -214,7 +216,8 @@ class Learner:
     @torch.no_grad()
     def sequence_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
         """Raw (temperature 1) log-probs of `response_ids` after `prompt_ids` under the current policy: the
-        reference side of the weight-sync check (fp32, like the generators, whatever engine.cpu_autocast says)."""
+        reference side of the weight-sync check, in the policy engine's precision (`info()["compute_dtype"]`;
+        engine.cpu_autocast does not apply)."""
         batch = self._to_device(build_batch([{"prompt_ids": prompt_ids, "response_ids": response_ids}], self.pad_id))
         logits = self._response_logits(self.policy, batch).float()
         return logprobs_from_logits(logits, batch["response_ids"])[0, : len(response_ids)].tolist()
