@@ -48,7 +48,8 @@ from rewards.scoring import merge_batches, resolve_verifiers, score_batch, warm_
 
 CHUNK = 256
 # verifier name -> "module:object" with optional hook methods (see module docstring)
-HOOKS: dict[str, str] = {"ifeval": "rewards.ifeval.cli:HOOK"}
+HOOKS: dict[str, str] = {"ifeval": "rewards.ifeval.cli:HOOK", "code": "rewards.code:HOOK",
+                         "code_fraction": "rewards.code:HOOK"}
 FORMATS = ("rows", "google")
 
 

@@ -19,7 +19,7 @@ from rewards.base import Verifier
 
 ENTRY_POINT_GROUP = "rlvr.verifiers"
 # Modules whose import registers the built-in verifiers. Imported on first lookup, not at `import rewards`.
-BUILTIN_MODULES = ("rewards.gsm8k", "rewards.math", "rewards.ifeval", "rewards.verl_compat")
+BUILTIN_MODULES = ("rewards.gsm8k", "rewards.math", "rewards.ifeval", "rewards.verl_compat", "rewards.code")
 
 _registry: dict[str, Verifier] = {}
 _loaded = False

@@ -67,6 +67,8 @@ VERL_SOURCES: dict[str, tuple[str, str | None]] = {
     **{s: ("math", "verl_math_dapo") for s in ("math_dapo", "math", "math_dapo_reasoning")},
     **{s: ("math", None) for s in _NUMINA},
     "google/IFEval": ("ifeval", None),
+    # verl scores these with prime_code (the fraction of the first 10 stdin/stdout cases), not reproduced
+    **{s: ("code", None) for s in ("codecontests", "apps", "codeforces", "taco")},
 }
 _AIME = ("math", "verl_math_dapo")  # verl: any data source starting with "aime"
 _LOWER = {k.lower(): k for k in VERL_SOURCES}
@@ -95,8 +97,10 @@ def verifier_name(data_source: str, extra_info: dict | None = None, *, semantics
     if semantics == "verl" and _verl_entry(source) is not None:  # verl's own, case-sensitive matching
         theirs = _verl_entry(source)[1]
         if theirs is None:
-            raise UnknownVerifierError(f"verl semantics for data source {source!r} (verl's prime_math scorer) are "
-                                       "not reproduced; use semantics='rlvr' (our MATH verifier)")
+            ours = _verl_entry(source)[0]
+            scorer = "prime_code" if ours == "code" else "prime_math"
+            raise UnknownVerifierError(f"verl semantics for data source {source!r} (verl's {scorer} scorer) are "
+                                       f"not reproduced; use semantics='rlvr' (our {ours!r} verifier)")
         return theirs
     entry = _verl_entry(source) or _verl_entry(_LOWER.get(source.lower(), source.lower()))
     if entry is not None:
