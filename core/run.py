@@ -4,6 +4,8 @@ pipeline and the sweep can chain and compare stages.
 
     model, output_dir, seed, optim, engine, dist       what to train, where, with which optimiser and ranks
                                                        (OptimConfig, EngineConfig, DistConfig; core.engine)
+    lora: {rank, alpha, dropout, target_modules}       low-rank adapters (peft) instead of full fine-tuning;
+                                                       rank 0: off (LoraConfig; core.model_factory)
     checkpoints: {save_every, keep_last, resume}       core.checkpoint
     logging: {tensorboard, wandb_project, run_name}    core.metrics
     on_nonfinite: stop | skip                          core.finite
@@ -91,6 +93,23 @@ class DistConfig(FrozenConfig):
                                     "rank 0's node")
 
 
+class LoraConfig(FrozenConfig):
+    """Low-rank adapters (peft's LoRA) on the trained model's linear layers; the base weights stay frozen
+    (core.model_factory). rank 0: off, the whole model trains."""
+
+    rank: int = Field(0, ge=0, description="LoRA rank r; 0 disables LoRA (full fine-tuning)")
+    alpha: float = Field(16.0, gt=0, description="LoRA scale numerator: the update is (alpha / rank) * B @ A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input (training mode only)")
+    target_modules: tuple[str, ...] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1,
+        description="names (last path component) of the linear layers that get an adapter; the defaults are "
+                    "Llama/SmolLM2's attention and MLP projections")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
 class CheckpointsConfig(FrozenConfig):
     """When checkpoints are written, how many are kept, and whether a run resumes from them."""
 
@@ -128,11 +147,20 @@ class RunConfig(FrozenConfig):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     dist: DistConfig = Field(default_factory=DistConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/inf loss, grad norm or weight: stop before saving (exit 1), or skip optimiser "
         "steps whose gradients are not finite (ZeRO stage 0; non-finite weights still stop)")
+
+    @model_validator(mode="after")
+    def _check_lora(self) -> RunConfig:
+        if self.lora.enabled and self.engine.zero_stage == 3:
+            raise ValueError("lora.rank > 0 with engine.zero_stage=3 is not supported yet (the merge and the "
+                             "adapter-only checkpoints assume whole parameters); use engine.zero_stage 0-2, which "
+                             "the adapters' small optimiser state fits")
+        return self
 
     @property
     def run_name(self) -> str:

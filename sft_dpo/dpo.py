@@ -30,10 +30,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
 
 from core.engine import all_reduce_sum, barrier
 from core.logging import get_logger
+from core.model_factory import build_model
 from core.models import cache_dir, resolve_model
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, PairExample, examples_digest, load_pair_examples
@@ -79,9 +79,9 @@ def model_fingerprint(path: str) -> str:
 
 
 def load_reference_model(path: str, ctx: RunContext) -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=ctx.dtype).to(ctx.torch_device)
+    model = build_model("reference", path, dtype=ctx.dtype, device=ctx.torch_device)
     model.config.use_cache = False
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def pair_batch(pairs: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -153,7 +153,7 @@ class DPOObjective(Objective):
         return {"ref_cache/hit": float(hit)}
 
     def load_model(self, ctx: RunContext):
-        model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=ctx.dtype)
+        model = build_model("policy", ctx.model_path, dtype=ctx.dtype, lora=self.cfg.lora)
         model.config.use_cache = False
         return model
 

@@ -29,6 +29,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from core.engine import all_reduce_sum
 from core.logging import get_logger
+from core.model_factory import build_model
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_pair_examples
 from sft_dpo.dpo import pair_batch
@@ -60,12 +61,19 @@ class ValueModel(torch.nn.Module):
                              "*ForSequenceClassification models are supported")
 
     @property
+    def _adapted(self) -> torch.nn.Module:
+        """The Hugging Face model itself: `hf`, or the model inside it when `hf` is a peft (LoRA) model."""
+        from peft import PeftModel  # lazy: only LoRA runs wrap the model
+
+        return self.hf.get_base_model() if isinstance(self.hf, PeftModel) else self.hf
+
+    @property
     def backbone(self) -> torch.nn.Module:
-        return getattr(self.hf, self.hf.base_model_prefix)
+        return getattr(self._adapted, self._adapted.base_model_prefix)
 
     @property
     def head(self) -> torch.nn.Module:
-        return self.hf.score
+        return self._adapted.score
 
     @property
     def config(self):
@@ -82,9 +90,12 @@ class ValueModel(torch.nn.Module):
         self.hf.gradient_checkpointing_enable(**kwargs)
 
 
-def load_value_model(path: str, *, dtype: torch.dtype = torch.float32) -> ValueModel:
-    """A reward-model folder (or a causal-LM folder: new head) as a per-token value model. See module docstring."""
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+def load_value_model(path: str, *, dtype: torch.dtype = torch.float32,
+                     attn_implementation: str | None = None) -> ValueModel:
+    """A reward-model folder (or a causal-LM folder: new head) as a per-token value model. See module docstring.
+    Training stages build it through core.model_factory.build_model (role critic or reward: LoRA there)."""
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, **extra)
     if model.config.pad_token_id is None:
         tok = AutoTokenizer.from_pretrained(path)
         model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -121,7 +132,7 @@ class RMObjective(Objective):
         return pairs, metrics
 
     def load_model(self, ctx: RunContext):
-        return load_value_model(ctx.model_path, dtype=ctx.dtype)
+        return build_model("reward", ctx.model_path, dtype=ctx.dtype, lora=self.cfg.lora)
 
     def collate(self, examples, pad_id):
         return pair_batch(examples, pad_id)
@@ -140,7 +151,7 @@ class RMObjective(Objective):
         return losses.sum(), {k: v.sum() for k, v in stats.items()}
 
     def hf_model(self, module):
-        return module.hf
+        return module._adapted
 
     def hf_state_dict(self, state_dict):
         return {k[len("hf."):]: v for k, v in state_dict.items() if k.startswith("hf.")}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from transformers import AutoModelForCausalLM
 
+from core.model_factory import build_model
 from core.run import TrainResult
 from sft_dpo.data import DataConfig, load_sft_examples, pack_examples
 from sft_dpo.launch import run_stage
@@ -47,7 +47,7 @@ class SFTObjective(Objective):
         return examples, {**report.as_metrics(), "data/sequences": len(examples)}
 
     def load_model(self, ctx: RunContext):
-        model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=ctx.dtype)
+        model = build_model("policy", ctx.model_path, dtype=ctx.dtype, lora=self.cfg.lora)
         model.config.use_cache = False
         return model
 

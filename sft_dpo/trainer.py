@@ -53,9 +53,10 @@ from core.finite import NonFiniteError, count_nonfinite, nonfinite_problem, stop
 from core.logging import get_logger
 from core.losses import aggregate_loss, per_rank_units, train_micro_batches
 from core.metrics import MetricsLogger, prepare_metrics_file
+from core.model_factory import adapter_only_checkpoints, has_lora, merged_state_dict, save_adapter, unwrap
 from core.plots import plot_curves
 from core.preflight import checkpoint_bytes, parameter_count
-from core.run import FINAL_MARKER, RunConfig, TrainResult
+from core.run import FINAL_MARKER, LoraConfig, RunConfig, TrainResult
 from core.tokens import set_stop_tokens
 from sft_dpo.data import DataError, examples_digest
 
@@ -157,10 +158,16 @@ def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torc
 # ---------------------------------------------------------------- saving
 
 def save_hf(engine, objective: Objective, tokenizer, out: Path, *, rank: int, zero_stage: int) -> None:
-    """The trained model in Hugging Face format (loadable by transformers and vLLM). Collective under ZeRO-3."""
+    """The trained model in Hugging Face format (loadable by transformers and vLLM). Collective under ZeRO-3.
+    With LoRA: the adapters merged into the weights (core.model_factory.merged_state_dict), and the adapter
+    alone in `out/adapter` (peft's format)."""
+    lora = has_lora(engine.module)
     state = engine._zero3_consolidated_16bit_state_dict() if zero_stage == 3 else None
     if rank == 0:
-        model = objective.hf_model(engine.module)
+        model = unwrap(objective.hf_model(engine.module))
+        if lora:
+            state = merged_state_dict(engine.module)
+            save_adapter(engine.module, out / "adapter")
         if state is not None:
             state = objective.hf_state_dict(state)
         if getattr(model, "can_generate", lambda: False)():
@@ -176,13 +183,15 @@ def save_checkpoint(ctx: RunContext, mgr: CheckpointManager, engine, objective: 
     barrier()
     tmp = mgr.root / f".tmp-{mgr.step_name(step)}"
     with out_of_space_guard(tmp, mgr.root, lambda: checkpoint_bytes(parameter_count(Path(ctx.model_path)))):
-        engine.save_checkpoint(str(tmp / "deepspeed"), tag="state")
+        # LoRA: the trainable tensors (adapters) and their optimiser state only; the base weights are `model`'s
+        engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", exclude_frozen_parameters=has_lora(engine.module))
         save_hf(engine, objective, ctx.tokenizer, tmp / "hf", rank=ctx.rank, zero_stage=ctx.cfg.engine.zero_stage)
         torch.save({"step": step, "rng": capture_rng_state()}, tmp / f"trainer_state_rank{ctx.rank}.pt")
     barrier()
     if ctx.rank == 0:
         mgr.commit(step, extra={"data_digest": data_digest, "world_size": ctx.world_size,
-                                "optimiser": optimiser_settings(optim=ctx.cfg.optim)})
+                                "optimiser": optimiser_settings(optim=ctx.cfg.optim),
+                                "lora": ctx.cfg.lora.model_dump(mode="json")})
     barrier()
 
 
@@ -196,6 +205,10 @@ def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Pa
                               f"run has {ctx.world_size}; use the same dist.world_size, or checkpoints.resume=never to "
                               "start over")
         check_same_optimiser(path, manifest.get("optimiser"), optimiser_settings(optim=ctx.cfg.optim))
+        lora = ctx.cfg.lora.model_dump(mode="json")
+        if manifest.get("lora", LoraConfig().model_dump(mode="json")) != lora:
+            raise ResumeError(f"{path} was written with lora {manifest.get('lora')}, this run has lora {lora}; resume "
+                              "with the same lora settings, or set checkpoints.resume=never to start over")
         if manifest.get("data_digest", data_digest) != data_digest:
             raise ResumeError(f"{path} was trained on other data (the tokenised examples differ: data.path, its "
                               "files, the template, tokenizer or max_length changed); resume with the same data, or "
@@ -209,7 +222,8 @@ def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Pa
 def load_checkpoint(ctx: RunContext, ckpt: Path, engine) -> int:
     state = load_state(ckpt / f"trainer_state_rank{ctx.rank}.pt")
     with safe_deepspeed_load():  # every torch.load weights_only=True: a pickle payload never runs
-        load_path, _ = engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state")
+        load_path, _ = engine.load_checkpoint(str(ckpt / "deepspeed"), tag="state",
+                                              load_module_strict=not has_lora(engine.module))
     if load_path is None:
         raise CheckpointError(f"DeepSpeed could not load the checkpoint in {ckpt / 'deepspeed'}")
     restore_rng_state(state["rng"])
@@ -273,6 +287,8 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
     model = objective.load_model(ctx)
     engine = build_engine(model, optim, cfg.engine, total_steps=total, world_size=world, device=ctx.device,
                           keep_dropout=objective.keep_dropout)
+    if has_lora(engine.module):
+        adapter_only_checkpoints(engine)  # checkpoints: the adapters and their optimiser state
     start = 0
     if ckpt is not None:
         start = load_checkpoint(ctx, ckpt, engine)

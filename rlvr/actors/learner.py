@@ -38,7 +38,7 @@ import time
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from core.checkpoint import safe_deepspeed_load
 from core.device import autocast_context, detect_device, set_threads
@@ -46,6 +46,16 @@ from core.engine import all_reduce_sum, barrier, build_engine, free_port, init_d
 from core.finite import count_nonfinite
 from core.logging import get_logger
 from core.losses import aggregate_loss, loss_units, per_rank_units, train_micro_batches
+from core.model_factory import (
+    adapter_disabled,
+    adapter_only_checkpoints,
+    build_model,
+    has_lora,
+    merged_state_dict,
+    save_adapter,
+    trainable_parameters,
+    unwrap,
+)
 from rlvr.actors.batch import build_batch, gather_positions, select_rows, sequence_lengths
 from rlvr.actors.node import list_files, read_text, whereami
 from rlvr.actors.perf import flop_model, peak_rss_gib
@@ -62,7 +72,6 @@ from rlvr.algorithms import (
     logprobs_from_logits,
 )
 from rlvr.config import RLVRConfig
-from sft_dpo.reward_model import load_value_model as load_rm_value
 
 log = get_logger(__name__)
 
@@ -70,8 +79,9 @@ log = get_logger(__name__)
 def load_value_model(cfg: RLVRConfig) -> torch.nn.Module:
     """The critic, input_ids -> per-token values [B, L]: `sft_dpo.reward_model.load_value_model` on the reward
     model folder (`value_model`: Tulu 3 / SmolTulu initialise the critic from the RM), or on the policy folder when
-    none is given (then the scalar head starts fresh, drawn from the seeded torch RNG)."""
-    return load_rm_value(cfg.value_model or cfg.model)
+    none is given (then the scalar head starts fresh, drawn from the seeded torch RNG). With `lora`: adapters on
+    the backbone, the head trained in full (core.model_factory)."""
+    return build_model("critic", cfg.value_model or cfg.model, lora=cfg.lora)
 
 
 class Learner:
@@ -122,24 +132,30 @@ class Learner:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         total = cfg.train.total_steps * cfg.optimizer_steps_per_rl_step
 
-        def load_lm():
-            return AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32)
-
-        self.policy = build_engine(load_lm(), cfg.learner_optim("policy"), cfg.engine, total_steps=total,
-                                   world_size=world_size, device=self.device)
-        self.ref = None  # ppo.reference_on_generators: the samples bring their reference log-probs
-        if self.has_reference and not cfg.ppo.reference_on_generators:
-            self.ref = build_engine(load_lm(), cfg.optim, cfg.engine, total_steps=total, world_size=world_size,
-                                    device=self.device, trainable=False)
+        self.policy = build_engine(build_model("policy", cfg.model, lora=cfg.lora), cfg.learner_optim("policy"),
+                                   cfg.engine, total_steps=total, world_size=world_size, device=self.device)
+        self.lora = has_lora(self.policy.module)
+        if self.lora:
+            adapter_only_checkpoints(self.policy)
+        # ppo.reference_on_generators: the samples bring their reference log-probs; with LoRA the reference is
+        # the policy with its adapter disabled (`_reference_logprobs`): neither holds a second model
+        self.ref = None
+        if self.has_reference and not cfg.ppo.reference_on_generators and not self.lora:
+            self.ref = build_engine(build_model("reference", cfg.model), cfg.optim, cfg.engine, total_steps=total,
+                                    world_size=world_size, device=self.device, trainable=False)
         self.value = None
         if cfg.use_critic:
             self.value = build_engine(load_value_model(cfg), cfg.learner_optim("value"), cfg.engine,
                                       total_steps=total, world_size=world_size, device=self.device)
+            if has_lora(self.value.module):
+                adapter_only_checkpoints(self.value)
         self._share_prompts = self._share_prompts and supports_packing(self.policy.module)
         self._flop_models = {"policy": flop_model(self.policy.module)}
         if self.value is not None:
             self._flop_models["value"] = flop_model(self.value.module)
-        log.info("learner rank %d/%d ready (pid %d)", self.rank, world_size, os.getpid())
+        trained, params = trainable_parameters(self.policy.module)
+        log.info("learner rank %d/%d ready (pid %d); policy: %d of %d parameters trained", self.rank, world_size,
+                 os.getpid(), trained, params)
         return self.info()
 
     def read_text(self, path: str) -> str | None:
@@ -254,7 +270,7 @@ class Learner:
             batch["gen_logprobs"] = gen.to(self.torch_device)
         old = torch.zeros((B, T), device=self.torch_device) if source == "recompute" else None
         ref = torch.zeros((B, T), device=self.torch_device) if self.has_reference else None
-        if ref is not None and self.ref is None:  # scored on the generators (ppo.reference_on_generators)
+        if ref is not None and self.cfg.ppo.reference_on_generators:  # scored on the generators
             for i, sample in enumerate(samples):
                 lp = sample.get("ref_logprobs")
                 if lp is None or len(lp) != len(sample["response_ids"]):
@@ -273,6 +289,10 @@ class Learner:
                 self._count("policy", mb, 1)
             if self.ref is not None:
                 ref[rows, :t] = self._logprobs(self.ref, mb)[0]
+                self._count("policy", mb, 1)
+            elif ref is not None and self.lora and not self.cfg.ppo.reference_on_generators:
+                with adapter_disabled(self.policy.module):  # the base model: the reference
+                    ref[rows, :t] = self._logprobs(self.policy, mb)[0]
                 self._count("policy", mb, 1)
             if values is not None:
                 values[rows, :t] = self._values(mb)
@@ -444,8 +464,10 @@ class Learner:
         if self.rank != 0:
             return None
         on_cpu = self.torch_device.type == "cpu"
+        # LoRA: the generators load plain weights, the adapters merged into new tensors (core.model_factory)
+        sd = merged_state_dict(module) if self.lora else module.state_dict()
         return {k: v.detach().contiguous() if on_cpu else v.detach().to("cpu", copy=True).contiguous()
-                for k, v in module.state_dict().items()}
+                for k, v in sd.items()}
 
     def join_weight_sync(self, group_args: dict[str, Any]) -> None:
         """Collective transport: rank 0 hosts and joins the weight-sync group (rank 0 of it); other ranks do
@@ -463,6 +485,9 @@ class Learner:
     def weight_spec(self) -> list[tuple[str, str, list[int]]]:
         """(name, dtype, full shape) of every tensor `full_state_dict` returns, in order (ZeRO-3 partitions
         parameters: their full shape is `ds_shape`)."""
+        if self.lora:  # the merged weights have the base model's names, shapes and dtypes
+            return [(k, str(v.dtype).removeprefix("torch."), [int(x) for x in v.shape])
+                    for k, v in merged_state_dict(self.policy.module).items()]
         spec = []
         for k, v in self.policy.module.state_dict(keep_vars=True).items():  # Parameters keep `ds_shape`
             shape = getattr(v, "ds_shape", None) or v.shape
@@ -472,10 +497,13 @@ class Learner:
     # ---- checkpoints ----
     def save(self, path: str, step: int, write_hf: bool = True) -> None:
         """Every rank: DeepSpeed state (weights, optimiser, scheduler) of the trainable engines; rank 0 also
-        the HF-format policy in `path/hf` and the value head."""
-        self.policy.save_checkpoint(os.path.join(path, "policy"), tag="ds", client_state={"step": step})
+        the HF-format policy in `path/hf` and the value head. With LoRA the DeepSpeed state holds the trainable
+        tensors only (adapters, the critic's head) and their optimiser state: the base weights are `model`."""
+        self.policy.save_checkpoint(os.path.join(path, "policy"), tag="ds", client_state={"step": step},
+                                    exclude_frozen_parameters=self.lora)
         if self.value is not None:
-            self.value.save_checkpoint(os.path.join(path, "value"), tag="ds", client_state={"step": step})
+            self.value.save_checkpoint(os.path.join(path, "value"), tag="ds", client_state={"step": step},
+                                       exclude_frozen_parameters=has_lora(self.value.module))
         if write_hf:
             self.save_hf(os.path.join(path, "hf"))
 
@@ -483,14 +511,18 @@ class Learner:
         sd = self.full_state_dict()
         if self.rank != 0:
             return
-        self.policy.module.save_pretrained(out, state_dict=sd, safe_serialization=True)
+        unwrap(self.policy.module).save_pretrained(out, state_dict=sd, safe_serialization=True)
+        if self.lora:  # the adapter alone too, in peft's format, for peft users
+            save_adapter(self.policy.module, os.path.join(out, "adapter"))
         AutoTokenizer.from_pretrained(self.cfg.tokenizer or self.cfg.model).save_pretrained(out)
 
     def load(self, path: str) -> int:
         with safe_deepspeed_load():  # every torch.load weights_only=True: a pickle payload never runs
-            _, client = self.policy.load_checkpoint(os.path.join(path, "policy"), tag="ds")
+            _, client = self.policy.load_checkpoint(os.path.join(path, "policy"), tag="ds",
+                                                    load_module_strict=not self.lora)
             if self.value is not None:
-                self.value.load_checkpoint(os.path.join(path, "value"), tag="ds")
+                self.value.load_checkpoint(os.path.join(path, "value"), tag="ds",
+                                           load_module_strict=not has_lora(self.value.module))
         return int(client["step"])
 
     def barrier(self) -> None:

@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
 
-from core.engine import disable_dropout
+from core.model_factory import build_model
 from rlvr.actors.batch import (
     build_batch,
     gather_positions,
@@ -62,9 +61,9 @@ class ReferenceScorer:
 
     def __init__(self, model: str, *, pad_id: int, micro_batch_size: int, share_prompts: bool = True,
                  device: str = "cpu"):
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).to(device)
-        self.model.requires_grad_(False).train(False)  # inference mode for dropout and norms
-        disable_dropout(self.model)
+        # frozen, inference mode, dropout off. The starting model: with LoRA too, where the learners' reference
+        # is the policy with its adapter disabled, i.e. the same base weights
+        self.model = build_model("reference", model, dtype=torch.float32, device=device, keep_dropout=False)
         self.pad_id, self.micro_batch_size, self.device = pad_id, micro_batch_size, device
         self.share_prompts = share_prompts and supports_packing(self.model)
 
