@@ -254,6 +254,8 @@ def two_node_cluster(head_cpus: int = 3, worker_cpus: int = 3, *, ready_timeout:
     ns_h, ns_w = _make_network(prefix)
     env = client_env({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})})
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # each node binds its own namespace's address
+    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # e.g. left by an in-process group of an earlier test:
+        env.pop(name, None)  # an interface of this machine, absent in the nodes' namespaces
     cluster = TwoNodeCluster(
         head=Node("head", ns_h, f"{SUBNET}.1", head_cpus, root / "h", root / "head.log"),
         worker=Node("worker", ns_w, f"{SUBNET}.2", worker_cpus, root / "w", root / "worker.log",
