@@ -149,16 +149,26 @@ def wheel_modules(wheel: Path) -> list[str]:
 
 
 def unpack_missing_wheels(wheels: Path, site: Path) -> list[str]:
-    """Unpack into `site` (put first on the phases' path) each wheel of `wheels` that installs a module this
-    Python cannot import; a wheel is a zip laid out as site-packages, so no pip is needed. Returns the modules."""
+    """Unpack into `site` (put first on the phases' path) each wheel of `wheels` whose modules this Python cannot
+    import, or whose distribution is installed in an older version (pydantic needs a recent typing-extensions); a
+    wheel is a zip laid out as site-packages, so no pip is needed. Returns the modules unpacked."""
+    import importlib.metadata
     import importlib.util
     import zipfile
+
+    from packaging.version import Version
 
     site.mkdir(parents=True, exist_ok=True)
     unpacked = []
     for wheel in sorted(wheels.glob("*.whl")) if wheels.is_dir() else []:
+        dist, version = wheel.name.split("-")[:2]
         modules = wheel_modules(wheel)
-        if modules and all(importlib.util.find_spec(m) is None for m in modules):
+        missing = all(importlib.util.find_spec(m) is None for m in modules)
+        try:
+            older = Version(importlib.metadata.version(dist)) < Version(version)
+        except importlib.metadata.PackageNotFoundError:
+            older = False
+        if modules and (missing or older):
             zipfile.ZipFile(wheel).extractall(site)
             unpacked += modules
     return unpacked

@@ -6,7 +6,8 @@
 #
 # DIR/wheels/   DeepSpeed 0.19.8 built here as a pure-Python wheel (`pip wheel --no-deps`: PyPI has only its
 #               sdist) and the wheels of what DeepSpeed and our configs import that such a machine lacks
-#               (pydantic + pydantic-core, annotated-types, typing-inspection, hjson, einops, msgpack, py-cpuinfo),
+#               (pydantic + pydantic-core, annotated-types, typing-inspection, hjson, einops, msgpack, py-cpuinfo,
+#               and the typing-extensions pydantic needs, newer than some machines have),
 #               for the GPU machine's Python (GPU_CHECK_PYTHON_VERSION, default 3.12) on manylinux x86_64. The
 #               check unpacks them into a folder of its own; nothing is installed into that machine's Python.
 # DIR/smollm2/  SmolLM2-135M-Instruct's config.json, tokenizer and generation config, no weights (the check
@@ -29,7 +30,7 @@ die() { echo "gpu_check_prepare: $*" >&2; exit 1; }
 pin() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 PINS=("pydantic==$(pin pydantic)" "pydantic-core==$(pin pydantic-core)" "annotated-types==$(pin annotated-types)"
       "typing-inspection==$(pin typing-inspection)" "hjson==$(pin hjson)" "einops==$(pin einops)"
-      "msgpack==$(pin msgpack)" "py-cpuinfo==$(pin py-cpuinfo)")
+      "msgpack==$(pin msgpack)" "py-cpuinfo==$(pin py-cpuinfo)" "typing-extensions==$(pin typing-extensions)")
 
 rm -rf "$DIR/wheels" "$DIR/smollm2"
 mkdir -p "$DIR/wheels" "$DIR/smollm2"
