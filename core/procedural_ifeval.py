@@ -56,8 +56,7 @@ WORDS = ["river", "window", "garden", "orange", "music", "silver", "journey", "m
          "coffee", "forest", "lantern", "ocean", "pencil", "thunder", "history", "simple", "bright", "future",
          "memory", "kitchen", "yellow", "island"]
 END_PHRASES = ["That is all for today.", "Thanks for reading!", "See you next time.", "Those are my thoughts.",
-               "Let me know if you have any questions.", "Is there anything else I can help with?",
-               "Have a great day!", "The end."]
+               "Until we meet again.", "Stay curious.", "Have a great day!", "The end."]
 RELATIONS = ["at least", "less than"]
 # ISO 639-1 codes langdetect knows (the checker's), with the names the prompt uses
 LANGUAGES = {"fr": "French", "es": "Spanish", "de": "German", "it": "Italian", "pt": "Portuguese",
@@ -74,14 +73,13 @@ def _pick(rng: random.Random, *phrasings: str) -> str:
 def _c_lowercase(rng):
     return {}, _pick(rng, "Write everything in English using only lowercase letters; do not use a single capital "
                           "letter.",
-                     "Your entire reply should be in English and in all lowercase letters. No capital letters "
-                     "are allowed.",
+                     "Use no capital letters at all: the whole reply is English text in lowercase.",
                      "make sure your whole answer is in lowercase english, with no capital letters at all.")
 
 
 def _c_capital(rng):
     return {}, _pick(rng, "Write everything in English using only CAPITAL letters.",
-                     "Your entire response must be in English and in ALL CAPITAL LETTERS.",
+                     "Type the whole English reply in block capitals, every letter uppercase.",
                      "Reply in English, and make every single letter of your reply uppercase.")
 
 
@@ -89,16 +87,15 @@ def _c_capital_freq(rng):
     rel, f = rng.choice(RELATIONS), rng.randint(2, 12)
     return ({"capital_relation": rel, "capital_frequency": f},
             _pick(rng, f"Use fully capitalised words (like THIS) {rel} {f} times.",
-                  f"Words written in all capital letters should appear {rel} {f} times in your reply.",
-                  f"In your response, the number of words in ALL CAPS must be {rel} {f}."))
+                  f"Write {rel} {f} words entirely in capitals, LIKE THIS.",
+                  f"Count the words you spell in full capitals: there must be {rel} {f} of them."))
 
 
 def _c_language(rng):
     code = rng.choice(sorted(LANGUAGES))
     name = LANGUAGES[code]
     return ({"language": code},
-            _pick(rng, f"Your whole reply must be in {name}; no other language is allowed.",
-                  f"Please respond only in the {name} language, no English.",
+            _pick(rng, f"Write the reply in {name} only.", f"Use {name}, not English, for the entire answer.",
                   f"Answer entirely in {name}."))
 
 
@@ -106,15 +103,15 @@ def _c_words(rng):
     rel = rng.choice(RELATIONS)
     n = rng.choice([40, 60, 80, 100, 150, 200, 250]) if rel == "at least" else rng.choice([50, 80, 100, 150, 200, 300])
     return ({"relation": rel, "num_words": n},
-            _pick(rng, f"Keep the length to {rel} {n} words.", f"Your answer must contain {rel} {n} words.",
-                  f"Use {rel} {n} words in your response.", f"The reply should be {rel} {n} words long."))
+            _pick(rng, f"Keep the length to {rel} {n} words.", f"Aim for {rel} {n} words.",
+                  f"Spend {rel} {n} words on it.", f"The reply should be {rel} {n} words long."))
 
 
 def _c_sentences(rng):
     rel = rng.choice(RELATIONS)
     n = rng.randint(2, 10) if rel == "at least" else rng.randint(3, 12)
     return ({"relation": rel, "num_sentences": n},
-            _pick(rng, f"Use {rel} {n} sentences.", f"Your response should contain {rel} {n} sentences.",
+            _pick(rng, f"Use {rel} {n} sentences.", f"Make it {rel} {n} sentences long.",
                   f"Write {rel} {n} sentences in total."))
 
 
@@ -123,7 +120,7 @@ def _c_paragraphs(rng):
     return ({"num_paragraphs": n},
             _pick(rng, f"Write {n} paragraphs, no more and no fewer, and put the markdown divider *** between "
                        "consecutive paragraphs.",
-                  f"There should be exactly {n} paragraphs. Paragraphs are separated with the markdown divider: ***",
+                  f"Exactly {n} paragraphs, please, with *** on its own line between each pair.",
                   f"Your reply must have {n} paragraphs, each separated from the next by a line with ***."))
 
 
@@ -134,8 +131,7 @@ def _c_nth_first_word(rng):
     return ({"num_paragraphs": n, "nth_paragraph": k, "first_word": word},
             _pick(rng, f"Write {n} paragraphs, no more and no fewer, with a blank line between consecutive "
                        f"paragraphs; the first word of paragraph number {k} has to be \"{word}\".",
-                  f"There should be {n} paragraphs. Paragraphs and only paragraphs are separated with each other "
-                  f"by two new lines. Paragraph {k} must start with the word {word}."))
+                  f"Use {n} paragraphs split by empty lines, and begin paragraph {k} with the word {word}."))
 
 
 def _c_bullets(rng):
@@ -143,35 +139,34 @@ def _c_bullets(rng):
     return ({"num_bullets": n},
             _pick(rng, f"Include a markdown list of {n} bullet points, no more and no fewer, each starting with "
                        "\"* \".",
-                  f"Your answer must contain exactly {n} bullet points. Use the markdown bullet points such as:\n"
-                  "* This is point 1.\n* This is point 2",
+                  f"Put exactly {n} markdown bullets (lines beginning with \"* \") in the reply.",
                   f"Give exactly {n} bullet points in markdown format (lines that start with * )."))
 
 
 def _c_constrained(rng):
-    return {}, _pick(rng, "Answer with one of the following options: (\"My answer is yes.\", \"My answer is no.\", "
-                          "\"My answer is maybe.\")",
-                     "Your reply must contain one of these exact phrases: My answer is yes., My answer is no., "
-                     "My answer is maybe.")
+    return {}, _pick(rng, "State your verdict as one sentence: \"My answer is yes.\", or else \"My answer is no.\", "
+                          "or else \"My answer is maybe.\"",
+                     "Give your verdict in exactly one of three sentences: \"My answer is yes.\", else \"My "
+                     "answer is no.\", else \"My answer is maybe.\"")
 
 
 def _c_highlights(rng):
     n = rng.randint(1, 5)
     return ({"num_highlights": n},
             _pick(rng, f"Emphasise {n} or more parts of the text in markdown italics, like *this part*.",
-                  f"Highlight at least {n} sections in your answer with markdown, i.e. *highlighted section*.",
+                  f"Mark at least {n} phrases as italic by wrapping them in single asterisks, *like so*.",
                   f"Use markdown to highlight at least {n} phrases, for example *an important phrase*."))
 
 
 def _c_title(rng):
     return {}, _pick(rng, "Give your text a title and put it inside double angle brackets, for example <<a title>>.",
-                     "Your answer must have a title, wrapped in double angular brackets, such as <<my title>>.",
+                     "Open with a heading placed between << and >>, for instance <<Notes on the topic>>.",
                      "Start with a title in double angle brackets, like <<title of the text>>.")
 
 
 def _c_json(rng):
     return {}, _pick(rng, "Return the whole reply as valid JSON (a markdown code fence around it is allowed).",
-                     "Wrap your entire output in JSON format. You can use markdown ticks such as ```.",
+                     "Reply with nothing but one JSON object (you may put it in a ``` code block).",
                      "Format your whole answer as a JSON object.")
 
 
@@ -181,8 +176,8 @@ def _c_sections(rng):
     return ({"section_spliter": splitter, "num_sections": n},
             _pick(rng, f"Split the text into {n} sections and start each one with a heading of the form "
                        f"\"{splitter} <number>\", e.g. {splitter} 1.",
-                  f"Your response must have {n} sections. Mark the beginning of each section with {splitter} X, "
-                  f"such as: {splitter} 1",
+                  f"Divide the reply into {n} numbered parts whose headings read \"{splitter} 1\", "
+                  f"\"{splitter} 2\" and so on.",
                   f"Organise the answer in {n} parts, each beginning with \"{splitter} \" and its number."))
 
 
@@ -190,8 +185,7 @@ def _c_placeholders(rng):
     n = rng.randint(1, 4)
     return ({"num_placeholders": n},
             _pick(rng, f"Leave {n} or more fill-in-the-blank placeholders written in square brackets, like [name].",
-                  f"The response must contain at least {n} placeholders represented by square brackets, such as "
-                  "[address].",
+                  f"Keep at least {n} blanks for the reader to fill in, each written in square brackets like [city].",
                   f"Include at least {n} placeholders in square brackets, for example [date]."))
 
 
@@ -199,14 +193,14 @@ def _c_postscript(rng):
     marker = rng.choice(["P.S.", "P.P.S"])
     return ({"postscript_marker": marker},
             _pick(rng, f"Close with a postscript that begins with {marker}",
-                  f"At the end of your response, please explicitly add a postscript starting with {marker}",
+                  f"After the main text add a short note that opens with {marker}",
                   f"Finish with a postscript that starts with {marker}"))
 
 
 def _c_no_comma(rng):
     return {}, _pick(rng, "Do not use any commas anywhere in the text.",
-                     "In your entire response, refrain from the use of any commas.",
-                     "Write without a single comma.", "You are not allowed to use any commas in your reply.")
+                     "Commas are banned: not one may appear in what you write.",
+                     "Write without a single comma.", "Leave out commas entirely.")
 
 
 def _c_existence(rng):
@@ -214,7 +208,7 @@ def _c_existence(rng):
     listed = " and ".join(words)
     return ({"keywords": words},
             _pick(rng, f"Make sure these words appear in the text: {listed}.",
-                  f"Include the keywords {', '.join(words)} in the response.",
+                  f"Work the words {', '.join(words)} into the text.",
                   f"Your reply must mention the words {listed}."))
 
 
@@ -223,7 +217,7 @@ def _c_forbidden(rng):
     listed = " and ".join(words)
     return ({"forbidden_words": words},
             _pick(rng, f"Avoid these words completely: {listed}.",
-                  f"Do not include the words {', '.join(words)} in the response.",
+                  f"The words {', '.join(words)} must not show up anywhere in the reply.",
                   f"Never use the words {listed}."))
 
 
@@ -233,15 +227,15 @@ def _c_frequency(rng):
         f += 1  # "less than 1" would forbid the word: keywords:forbidden_words says that
     return ({"keyword": word, "frequency": f, "relation": rel},
             _pick(rng, f"Use the word \"{word}\" {rel} {f} times.",
-                  f"In your response, the word {word} should appear {rel} {f} times.",
-                  f"Make sure the word {word} occurs {rel} {f} times."))
+                  f"Say the word {word} {rel} {f} times.",
+                  f"Let the word {word} occur {rel} {f} times."))
 
 
 def _c_letter_frequency(rng):
     letter, rel, f = rng.choice("abcdefghilmnoprstuwy"), rng.choice(RELATIONS), rng.randint(2, 12)
     return ({"letter": letter, "let_frequency": f, "let_relation": rel},
             _pick(rng, f"The letter \"{letter}\" must occur {rel} {f} times in the text.",
-                  f"In your response, the letter {letter} should appear {rel} {f} times.",
+                  f"Count your letters: \"{letter}\" has to be used {rel} {f} times.",
                   f"Use the letter {letter} {rel} {f} times."))
 
 
@@ -249,25 +243,25 @@ def _c_end(rng):
     phrase = rng.choice(END_PHRASES)
     return ({"end_phrase": phrase},
             _pick(rng, f"The very last words of your reply must be exactly: {phrase}",
-                  f"Finish your response with this exact phrase: {phrase} No other words should follow it.",
+                  f"Close with exactly \"{phrase}\" and write nothing after it.",
                   f"End your answer with the exact phrase \"{phrase}\""))
 
 
 def _c_quotation(rng):
     return {}, _pick(rng, "Put the whole reply inside one pair of double quotes.",
-                     "Wrap your entire response with double quotation marks.",
+                     "Enclose everything you write between two double-quote characters.",
                      "Your whole answer must start and end with a double quote (\").")
 
 
 def _c_two_responses(rng):
     return {}, _pick(rng, "Write two different versions of the reply and separate them with a line of six "
                           "asterisks (******), using that separator nowhere else.",
-                     "Give two different responses. Responses and only responses should be separated by 6 "
-                     "asterisk symbols: ******.")
+                     "Offer two distinct answers, and place a line of ****** (six asterisks) between them and "
+                     "nowhere else.")
 
 
-REPEAT_SENTENCES = ["First repeat the request above word for word without change, then give your answer (do not say "
-                    "anything before repeating the request; the request to repeat does not include this sentence).",
+REPEAT_SENTENCES = ["Begin by copying my request above exactly, character for character (leave out this sentence), "
+                    "and then answer it.",
                     "Before you answer, copy the request above exactly as it is written (not including this "
                     "sentence), and only then write your answer."]
 
