@@ -189,8 +189,24 @@ def _stage_metrics(result: TrainResult) -> dict[str, float]:
     metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
     start = next((h for h in history if h.get("step") == 0 and "eval/reward/mean" in h), None)
     if start is not None:
-        metrics["eval/reward/mean@start"] = start["eval/reward/mean"]
+        for key in ("eval/reward/mean", "eval/reward/mean_ci95_low", "eval/reward/mean_ci95_high"):
+            if key in start:
+                metrics[f"{key}@start"] = start[key]
     return metrics
+
+
+def held_out_line(metrics: dict[str, float]) -> str | None:
+    """'held-out 0.125 [0.08, 0.19] -> 0.406 [0.33, 0.49] (128 prompts; intervals do not overlap)' for an RLVR
+    stage that evaluated at its start and end with intervals (None otherwise)."""
+    keys = ("eval/reward/mean", "eval/reward/mean_ci95_low", "eval/reward/mean_ci95_high")
+    if not all(k in metrics and f"{k}@start" in metrics for k in keys):
+        return None
+    m0, lo0, hi0 = (metrics[f"{k}@start"] for k in keys)
+    m1, lo1, hi1 = (metrics[k] for k in keys)
+    overlap = "overlap" if lo1 <= hi0 and lo0 <= hi1 else "do not overlap"
+    n = metrics.get("eval/prompts")
+    prompts = f"{n:g} prompts; " if n else ""
+    return f"held-out {m0:.3f} [{lo0:.2f}, {hi0:.2f}] -> {m1:.3f} [{lo1:.2f}, {hi1:.2f}] ({prompts}95% intervals {overlap})"
 
 
 def format_summary(rows: list[dict[str, Any]], max_metrics: int = 4) -> str:
@@ -202,6 +218,9 @@ def format_summary(rows: list[dict[str, Any]], max_metrics: int = 4) -> str:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in shown)
         lines.append(f"{r['stage']:12s} {r['kind']:5s} {r['status']:8s} {r.get('steps', 0):6d} "
                      f"{r.get('seconds', 0):8.1f}  {metrics}")
+        held_out = held_out_line(r.get("metrics", {})) if r["kind"] == "rlvr" else None
+        if held_out:
+            lines.append(f"{'':12s} {'':5s} {'':8s} {'':6s} {'':8s}  {held_out}")
     return "\n".join(lines)
 
 

@@ -125,3 +125,16 @@ def test_shipped_pipeline_configs_resolve_every_stage(path, monkeypatch):
                                 stage_overrides(cfg, stage, done))
         assert stage_cfg.output_dir == str(Path(cfg.output_dir) / stage.name)
         done[stage.name] = {"model_dir": f"{cfg.output_dir}/{stage.name}/final"}
+
+
+def test_summary_prints_the_rlvr_held_out_rise_with_intervals():
+    metrics = {"eval/reward/mean@start": 0.125, "eval/reward/mean_ci95_low@start": 0.08,
+               "eval/reward/mean_ci95_high@start": 0.19, "eval/reward/mean": 0.406,
+               "eval/reward/mean_ci95_low": 0.33, "eval/reward/mean_ci95_high": 0.49, "eval/prompts": 128}
+    rows = [{"stage": "rlvr", "kind": "rlvr", "status": "ran", "steps": 20, "seconds": 1.0, "metrics": metrics}]
+    assert ("held-out 0.125 [0.08, 0.19] -> 0.406 [0.33, 0.49] (128 prompts; 95% intervals do not overlap)"
+            in format_summary(rows))
+    metrics["eval/reward/mean_ci95_low"] = 0.15
+    assert "95% intervals overlap" in format_summary(rows)
+    del metrics["eval/reward/mean_ci95_low@start"]  # no interval at the start: no line
+    assert "held-out" not in format_summary(rows)
