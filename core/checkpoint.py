@@ -328,6 +328,17 @@ def check_same_optimiser(checkpoint: Path, saved: dict[str, dict[str, Any]] | No
                           "over (the earlier checkpoints are kept, renamed)")
 
 
+def check_same_lora(checkpoint: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """A LoRA checkpoint holds only the adapters of its own `lora` settings (core.model_factory), so a resume with
+    other ones cannot continue it: ResumeError naming the section. `saved`: the manifest's "lora" (None: a
+    checkpoint written before LoRA existed, i.e. lora off); `now`: `cfg.lora.model_dump(mode="json")`."""
+    if saved is None:
+        saved = {**now, "rank": 0} if now.get("rank", 0) else now
+    if saved != now:
+        raise ResumeError(f"{checkpoint} was written with lora {saved}, this run has lora {now}; resume with the "
+                          "same lora settings, or set checkpoints.resume=never to start over")
+
+
 # ---- safe loading ----
 
 def load_state(path: Path, *, mmap: bool = False) -> Any:

@@ -79,11 +79,16 @@ def add_lora(model: torch.nn.Module, lora: LoraConfig, *, value_head: bool = Fal
     peft_cfg = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                               target_modules=list(lora.target_modules),
                               task_type="SEQ_CLS" if value_head else "CAUSAL_LM",
-                              modules_to_save=["score"] if value_head else None)
+                              modules_to_save=(["score"] if value_head else []) + list(lora.modules_to_save)
+                              or None)
     inner = model.hf if value_head else model
-    missing = set(lora.target_modules) - {name.rsplit(".", 1)[-1] for name, _ in inner.named_modules()}
+    names = [name for name, _ in inner.named_modules()]
+    missing = set(lora.target_modules) - {name.rsplit(".", 1)[-1] for name in names}
     if missing:
         raise ValueError(f"lora.target_modules: {sorted(missing)} name no layer of {type(inner).__name__}")
+    missing = {m for m in lora.modules_to_save if not any(name.endswith(m) for name in names)}
+    if missing:
+        raise ValueError(f"lora.modules_to_save: {sorted(missing)} name no module of {type(inner).__name__}")
     peft_model = get_peft_model(inner, peft_cfg)
     # transformers checkpoints activations with reentrant autograd: with frozen embeddings no input needs a
     # gradient, and the adapters' gradients would be lost; make the embedding output require one

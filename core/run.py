@@ -104,6 +104,11 @@ class LoraConfig(FrozenConfig):
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), min_length=1,
         description="names (last path component) of the linear layers that get an adapter; the defaults are "
                     "Llama/SmolLM2's attention and MLP projections")
+    modules_to_save: tuple[str, ...] = Field(
+        (), description="modules trained in full beside the adapters (peft's modules_to_save; a name matches every "
+                        "module whose path ends with it), e.g. [model.norm]: the final norm's scale, which sets how "
+                        "far the logits can move when the output embedding is frozen. A value model's head is "
+                        "always trained in full")
 
     @property
     def enabled(self) -> bool:

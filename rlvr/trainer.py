@@ -38,6 +38,7 @@ from core.checkpoint import (
     CheckpointManager,
     ResumeError,
     capture_rng_state,
+    check_same_lora,
     check_same_optimiser,
     load_state,
     optimiser_settings,
@@ -192,6 +193,7 @@ class RLVRTrainer:
         saved = state.get("sampler", {})
         manifest = json.loads((path / "MANIFEST.json").read_text())
         check_same_optimiser(path, manifest.get("optimiser"), self.optimiser_settings())
+        check_same_lora(path, manifest.get("lora"), self.cfg.lora.model_dump(mode="json"))
         checks = [("seed", saved.get("seed"), self.sampler.seed),
                   ("number of prompts", saved.get("num_prompts"), len(self.train_set)),
                   ("prompt ids", saved.get("fingerprint"), self.sampler.fingerprint)]
@@ -240,7 +242,8 @@ class RLVRTrainer:
                         "inflight": self.rollouts.state_dict(), "kl_coef": self.kl_coef}, path / "trainer_state.pt")
             save_config(self.cfg, path / "config.yaml")
             return self.ckpt.commit(self.step, extra={"data_fingerprint": self.data_fingerprint(),
-                                                      "optimiser": self.optimiser_settings()})
+                                                      "optimiser": self.optimiser_settings(),
+                                                      "lora": self.cfg.lora.model_dump(mode="json")})
 
     def _check_update(self, step: int, results: list[dict[str, Any]]) -> None:
         """Never go on from (or save) non-finite state: a NaN/inf loss or grad norm (unless on_nonfinite=skip

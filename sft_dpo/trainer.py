@@ -38,6 +38,7 @@ from core.checkpoint import (
     CheckpointManager,
     ResumeError,
     capture_rng_state,
+    check_same_lora,
     check_same_optimiser,
     load_state,
     optimiser_settings,
@@ -56,7 +57,7 @@ from core.metrics import MetricsLogger, prepare_metrics_file
 from core.model_factory import adapter_only_checkpoints, has_lora, merged_state_dict, save_adapter, unwrap
 from core.plots import plot_curves
 from core.preflight import checkpoint_bytes, parameter_count
-from core.run import FINAL_MARKER, LoraConfig, RunConfig, TrainResult
+from core.run import FINAL_MARKER, RunConfig, TrainResult
 from core.tokens import set_stop_tokens
 from sft_dpo.data import DataError, examples_digest
 
@@ -205,10 +206,7 @@ def plan_resume(ctx: RunContext, mgr: CheckpointManager, data_digest: str) -> Pa
                               f"run has {ctx.world_size}; use the same dist.world_size, or checkpoints.resume=never to "
                               "start over")
         check_same_optimiser(path, manifest.get("optimiser"), optimiser_settings(optim=ctx.cfg.optim))
-        lora = ctx.cfg.lora.model_dump(mode="json")
-        if manifest.get("lora", LoraConfig().model_dump(mode="json")) != lora:
-            raise ResumeError(f"{path} was written with lora {manifest.get('lora')}, this run has lora {lora}; resume "
-                              "with the same lora settings, or set checkpoints.resume=never to start over")
+        check_same_lora(path, manifest.get("lora"), ctx.cfg.lora.model_dump(mode="json"))
         if manifest.get("data_digest", data_digest) != data_digest:
             raise ResumeError(f"{path} was trained on other data (the tokenised examples differ: data.path, its "
                               "files, the template, tokenizer or max_length changed); resume with the same data, or "

@@ -24,13 +24,15 @@ from sft_dpo.sft import SFTConfig
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12], [13, 14, 15, 16, 17, 18, 19, 20]])
 
 
-def _lora_model(path, role="policy", rank=4):
+def _lora_model(path, role="policy", rank=4, modules_to_save=()):
     torch.manual_seed(0)
-    model = build_model(role, str(path), lora=LoraConfig(rank=rank))
+    model = build_model(role, str(path), lora=LoraConfig(rank=rank, modules_to_save=modules_to_save))
     with torch.no_grad():  # peft starts B at 0 (the adapter a no-op): give it a real update to merge
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
+            elif ".modules_to_save." in name:  # a fully trained copy (the final norm) that moved
+                p.mul_(1.5)
     return model.train(False)
 
 
@@ -49,7 +51,7 @@ def test_plain_build_is_from_pretrained(tiny_model_dir):
 
 
 def test_merged_weights_give_the_adapter_models_logits(tiny_model_dir, tmp_path):
-    model = _lora_model(tiny_model_dir)
+    model = _lora_model(tiny_model_dir, modules_to_save=("model.norm",))
     trained, total = trainable_parameters(model)
     assert 0 < trained < total / 10  # only the adapters train
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -100,5 +102,7 @@ def test_lora_config_section(tmp_path, tiny_model_dir):
             load_config(SFTConfig, None, [*base, bad])
     with pytest.raises(ConfigError, match="zero_stage=3"):
         load_config(SFTConfig, None, [*base, "lora.rank=8", "engine.zero_stage=3"])
+    with pytest.raises(ValueError, match="modules_to_save"):
+        build_model("policy", str(tiny_model_dir), lora=LoraConfig(rank=4, modules_to_save=("ln_f",)))
     with pytest.raises(ValueError, match="target_modules"):
         build_model("policy", str(tiny_model_dir), lora=LoraConfig(rank=4, target_modules=("c_attn",)))

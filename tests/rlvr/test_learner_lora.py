@@ -2,7 +2,7 @@
 reference engine) and scores as the base model; an update moves the adapters only; the weights sent to the
 generators (`full_state_dict`, `weight_spec`) are the merged plain model, giving the adapter model's log-probs;
 a checkpoint holds the trainable tensors only and a learner restored from it continues exactly; `save_hf` writes
-the merged model plus the adapter."""
+the merged model plus the adapter. PPO's critic with LoRA trains its adapters and its head, nothing else."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ RESPONSES = [[20, 21, 22], [23, 24, 25, 26, 27], [28], [29, 30]]
 ADV = torch.tensor([[1.0, 1, 1, 0, 0], [-1, -1, -1, -1, -1], [0.5, 0, 0, 0, 0], [-0.5, -0.5, 0, 0, 0]])
 
 
-def _learner(tiny_model_dir, tmp_path) -> Learner:
-    cfg = load_config(RLVRConfig, REPO / "configs" / "rlvr" / "tiny_grpo.yaml", [
+def _learner(tiny_model_dir, tmp_path, name="tiny_grpo.yaml") -> Learner:
+    cfg = load_config(RLVRConfig, REPO / "configs" / "rlvr" / name, [
         f"model={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", "rollout.prompts_per_step=2",
         "rollout.samples_per_prompt=2", "ppo.num_mini_batches=1", "optim.per_device_batch_size=2",
         "optim.lr=1e-2", "ppo.kl_coef=0.5", "lora.rank=4"])
@@ -106,3 +106,24 @@ def test_lora_learner_reference_update_sync_and_exact_resume(tiny_model_dir, tmp
     want = torch.tensor([learner.sequence_logprobs(s["prompt_ids"], s["response_ids"]) + [0.0] *
                          (5 - len(s["response_ids"])) for s in samples])
     torch.testing.assert_close(_logprobs(final, samples), want, rtol=0, atol=1e-5)
+
+
+def test_ppo_critic_with_lora_trains_adapters_and_head_only(tiny_model_dir, tmp_path):
+    learner = _learner(tiny_model_dir, tmp_path, "tiny_ppo.yaml")
+    value = learner.value.module
+    trained = {n for n, p in value.named_parameters() if p.requires_grad}
+    assert trained and all(".lora_" in n or ".score." in n for n in trained)
+    frozen = {n: p.detach().clone() for n, p in value.named_parameters() if not p.requires_grad}
+    head = {n: p.detach().clone() for n, p in value.named_parameters() if n in trained and ".score." in n}
+    prep = learner.prepare(_samples())
+    out = learner.update(1, ADV[:, : prep["mask"].shape[1]] * prep["mask"], returns=torch.ones_like(prep["mask"]))
+    assert out["value/grad_norm"] > 0
+    for n, p in value.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"{n}: a frozen critic weight moved"
+        elif n in head:
+            assert not torch.equal(p, head[n]), f"{n}: the value head did not train"
+    learner.save(str(tmp_path / "ckpt"), step=1, write_hf=False)
+    (states,) = (tmp_path / "ckpt" / "value").rglob("*model_states.pt")
+    assert all(".lora_" in k or ".score." in k for k in torch.load(states, weights_only=False)["module"])
+
