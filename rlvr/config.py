@@ -229,6 +229,13 @@ class RLVRConfig(RunConfig):
         return expand(data)
 
     @model_validator(mode="after")
+    def _check_lora(self) -> RLVRConfig:
+        if self.lora.enabled and self.lora.dropout > 0:
+            raise ValueError("lora.dropout: the learners train with dropout off (their log-probs must be the "
+                             "generators'), so an adapter dropout would be switched off unseen; set lora.dropout=0")
+        return self
+
+    @model_validator(mode="after")
     def _check_batch_arithmetic(self) -> RLVRConfig:
         batch = self.rollout_batch_size
         per_rank, rem = divmod(batch, self.dist.world_size)

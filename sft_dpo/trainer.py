@@ -47,7 +47,7 @@ from core.checkpoint import (
     resume_point,
     safe_deepspeed_load,
 )
-from core.config import save_config
+from core.config import ConfigError, save_config
 from core.device import DeviceInfo, torch_dtype
 from core.engine import all_reduce_sum, barrier, build_engine, log_batch_shape
 from core.finite import NonFiniteError, count_nonfinite, nonfinite_problem, stop_message
@@ -268,6 +268,9 @@ def train(ctx: RunContext, objective: Objective) -> TrainResult:
         ctx.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, ctx.out / "config.yaml")
 
+    if cfg.lora.enabled and cfg.lora.dropout > 0 and not objective.keep_dropout:
+        raise ConfigError(f"lora.dropout: {objective.name} trains with dropout off (it compares log-probs or "
+                          "scores), so an adapter dropout would be switched off unseen; set lora.dropout=0")
     examples, data_metrics = objective.load_examples(ctx)
     data_digest = examples_digest(examples)  # saved with each checkpoint: a resume on other data is refused
     optim = cfg.optim

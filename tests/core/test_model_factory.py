@@ -100,6 +100,12 @@ def test_lora_config_section(tmp_path, tiny_model_dir):
                      ("lora.ranks=8", "lora.ranks")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config(SFTConfig, None, [*base, bad])
+    from rlvr.config import RLVRConfig
+
+    rl = [f"model={tiny_model_dir}", f"output_dir={tmp_path}", "data.train=['procedural:keyword?n=8']"]
+    assert load_config(RLVRConfig, None, [*rl, "lora.rank=8"]).lora.rank == 8  # shared by every stage
+    with pytest.raises(ConfigError, match="lora.dropout"):  # RLVR trains with dropout off
+        load_config(RLVRConfig, None, [*rl, "lora.rank=8", "lora.dropout=0.1"])
     with pytest.raises(ConfigError, match="zero_stage=3"):
         load_config(SFTConfig, None, [*base, "lora.rank=8", "engine.zero_stage=3"])
     with pytest.raises(ValueError, match="modules_to_save"):
