@@ -36,6 +36,12 @@ def test_sft_lora_resumes_exactly_and_writes_a_merged_final(tiny_model_dir, sft_
         assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-6, abs=1e-7)
         assert b[s]["grad_norm"] == pytest.approx(a[s]["grad_norm"], rel=1e-5)
     assert a[6]["loss"] < a[1]["loss"]
+    # activation checkpointing (reentrant, frozen embeddings): the adapters still get their whole gradient
+    ckpt_run = tmp_path / "checkpointed"
+    train_sft(_sft(tiny_model_dir, sft_file, ckpt_run, **{**kw, "max_steps": 2},
+                   engine={"gradient_checkpointing": True}))
+    for s in (1, 2):
+        assert _losses(ckpt_run)[s]["grad_norm"] == pytest.approx(a[s]["grad_norm"], rel=1e-4)
 
     from peft import PeftModel
 
