@@ -82,6 +82,8 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
     import deepspeed  # lazy: see the module docstring
 
     _forget_destroyed_groups()
+    if device.kind == "cpu":
+        _skip_shm_comm_build()  # also when adopting a group: deepspeed.init_distributed would build it either way
     if dist.is_available() and dist.is_initialized():
         # Someone made the group already (a launcher, or vLLM's in-process engine, which builds a 1-rank group
         # without exporting the variables DeepSpeed asserts on): adopt it and fill in what it left unset.
@@ -95,8 +97,6 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
         "RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank if local_rank is None else local_rank),
         "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
     })
-    if device.kind == "cpu":
-        _skip_shm_comm_build()
     if node_ip:
         bind_gloo_to(node_ip)
     if rendezvous_timeout_s is None:
