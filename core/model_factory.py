@@ -4,7 +4,7 @@ the reward model, for every stage (SFT, DPO, RM, the RLVR learners and the gener
     build_model(role, path, dtype=..., device=..., lora=cfg.lora)
 
 role       policy | reference  a causal LM (AutoModelForCausalLM)
-           critic | reward     a per-token value model (sft_dpo.reward_model.ValueModel: a *ForSequenceClassification
+           critic | reward     a per-token value model (core.value_model.ValueModel: a *ForSequenceClassification
                                backbone and its scalar head)
 lora       None or rank 0: the plain model, as `from_pretrained` returns it. rank > 0 (a trained role only): peft's
            LoRA on `target_modules`, the base weights frozen; a value model also trains its head in full
@@ -49,7 +49,7 @@ def build_model(role: Role, path: str, *, dtype: torch.dtype = torch.float32, de
     if role in ("policy", "reference"):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     else:
-        from sft_dpo.reward_model import load_value_model  # lazy: sft_dpo imports core
+        from core.value_model import load_value_model  # lazy: see AutoModelForCausalLM above
 
         model = load_value_model(path, dtype=dtype, attn_implementation=attn_implementation)
     if lora is not None and lora.enabled:
@@ -71,7 +71,7 @@ def build_model(role: Role, path: str, *, dtype: torch.dtype = torch.float32, de
 
 def add_lora(model: torch.nn.Module, lora: LoraConfig, *, value_head: bool = False) -> torch.nn.Module:
     """`model` with peft LoRA adapters on `lora.target_modules` (base weights frozen). A causal LM comes back as
-    a peft model; a value model (sft_dpo.reward_model.ValueModel) is adapted in place (its `hf` becomes the peft
+    a peft model; a value model (core.value_model.ValueModel) is adapted in place (its `hf` becomes the peft
     model) and its scalar head trains in full."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.value_model import last_token_values  # noqa: F401  (re-exported: the RM's reduction)
+
 DPO_LOSSES = ("dpo", "dpo_norm")
 
 
@@ -75,9 +77,3 @@ def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tenso
     loss = -F.logsigmoid(margin)
     return loss, {"accuracy": (margin > 0).float().detach(), "margin": margin.detach(),
                   "scores/chosen": chosen_scores.detach(), "scores/rejected": rejected_scores.detach()}
-
-
-def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Pick each row's value at its last attended token (right padding). values [B,T], mask [B,T] -> [B]."""
-    last = attention_mask.long().sum(-1).clamp(min=1) - 1
-    return values.gather(-1, last.unsqueeze(-1)).squeeze(-1)

@@ -25,12 +25,12 @@ import random
 
 import torch
 from pydantic import Field
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from core.engine import all_reduce_sum
 from core.logging import get_logger
 from core.model_factory import build_model
 from core.run import TrainResult
+from core.value_model import ValueModel, load_value_model  # noqa: F401  (re-exported: sft_dpo's API)
 from sft_dpo.data import DataConfig, load_pair_examples
 from sft_dpo.dpo import pair_batch
 from sft_dpo.launch import run_stage
@@ -48,59 +48,6 @@ class RMDataConfig(DataConfig):
 class RMConfig(PreludeConfig):
     data: RMDataConfig
     eval_batch_size: int = Field(8, ge=1)
-
-
-class ValueModel(torch.nn.Module):
-    """A sequence-classification model (num_labels=1) read as per-token values: input_ids -> [B, T]."""
-
-    def __init__(self, seq_cls_model):
-        super().__init__()
-        self.hf = seq_cls_model
-        if not isinstance(getattr(seq_cls_model, "score", None), torch.nn.Module):
-            raise ValueError(f"{type(seq_cls_model).__name__} has no `score` head; only Llama-style "
-                             "*ForSequenceClassification models are supported")
-
-    @property
-    def _adapted(self) -> torch.nn.Module:
-        """The Hugging Face model itself: `hf`, or the model inside it when `hf` is a peft (LoRA) model."""
-        from peft import PeftModel  # lazy: only LoRA runs wrap the model
-
-        return self.hf.get_base_model() if isinstance(self.hf, PeftModel) else self.hf
-
-    @property
-    def backbone(self) -> torch.nn.Module:
-        return getattr(self._adapted, self._adapted.base_model_prefix)
-
-    @property
-    def head(self) -> torch.nn.Module:
-        return self._adapted.score
-
-    @property
-    def config(self):
-        return self.hf.config
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(hidden).squeeze(-1).float()
-
-    def score_sequences(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return last_token_values(self(input_ids, attention_mask), attention_mask)
-
-    def gradient_checkpointing_enable(self, **kwargs):
-        self.hf.gradient_checkpointing_enable(**kwargs)
-
-
-def load_value_model(path: str, *, dtype: torch.dtype = torch.float32,
-                     attn_implementation: str | None = None) -> ValueModel:
-    """A reward-model folder (or a causal-LM folder: new head) as a per-token value model. See module docstring.
-    Training stages build it through core.model_factory.build_model (role critic or reward: LoRA there)."""
-    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, **extra)
-    if model.config.pad_token_id is None:
-        tok = AutoTokenizer.from_pretrained(path)
-        model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model.config.use_cache = False
-    return ValueModel(model)
 
 
 def _split(pairs: list, fraction: float, seed: int) -> tuple[list, list]:
