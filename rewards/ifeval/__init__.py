@@ -143,26 +143,21 @@ def score(response: str, ground_truth: Any, *, prompt: str | None = None, config
     if failed:
         reason += "; not followed: " + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
     if config.require_answer:
-        problem = _answer_problem(response, ground_truth_units, config)
+        problem = _answer_problem(response, ground_truth_units, config, prompt)
         if problem is not None:
             return Score(0.0, f"{problem} ({reason})")
     return Score(value, reason)
 
 
-def _answer_problem(response: str, units: list, config: IFEvalConfig) -> str | None:
-    """rewards.ifeval.answer's verdict, with the request to repeat and the short fixed answers taken from the
-    ground truth."""
-    repeated, min_letters = None, answer.MIN_LETTERS
+def _answer_problem(response: str, units: list, config: IFEvalConfig, prompt: str | None) -> str | None:
+    """rewards.ifeval.answer's verdict on the instructions of the ground truth."""
+    ids, kwargs = [], []
     for unit in units:
-        if not isinstance(unit, GoogleInstructions):
-            continue
-        for iid, kwargs in zip(unit.instruction_ids, unit.kwargs):
-            if iid == "combination:repeat_prompt":
-                repeated = (kwargs or {}).get("prompt_to_repeat")
-            elif iid == "detectable_format:constrained_response":
-                min_letters = answer.SHORT_ANSWER_LETTERS
+        if isinstance(unit, GoogleInstructions):
+            ids += list(unit.instruction_ids)
+            kwargs += list(unit.kwargs)
     text = response if config.max_chars is None else response[: config.max_chars]
-    return answer.answer_problem(text, repeated_prompt=repeated, min_letters=min_letters)
+    return answer.instructions_answer_problem(text, ids, kwargs, prompt=prompt)
 
 
 def make_verifier(config: IFEvalConfig, name: str = "ifeval"):

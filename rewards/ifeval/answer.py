@@ -6,7 +6,11 @@ learns those answers (and the base SmolLM2 models already fall into loops that r
 length cap). `answer_problem` names what disqualifies a response, or returns None:
 
 - too little text: fewer than `min_letters` letters (any script, so a Japanese or Hindi answer counts the same
-  way as an English one) once a repeated request (`combination:repeat_prompt`) is removed from its start;
+  way as an English one) once a repeated request (`combination:repeat_prompt`) is removed from its start, and,
+  when the prompt is given, counting only the words the prompt does not contain: the first IFEval run
+  (README, "IFEval") learnt to answer "Write a 300+ word summary of <url> ... highlight at least 3 sections, for
+  example *highlighted section part 1*, ..." with the URL and the three example highlights alone, which passed a
+  plain letter count and the highlight checker;
 - a loop: among its sentences and lines of at least three words, more than `max_duplicate_fraction` are
   repeats of an earlier one.
 
@@ -22,11 +26,18 @@ MIN_LETTERS = 40
 SHORT_ANSWER_LETTERS = 10  # a fixed-phrase answer ("My answer is yes.") is legitimately short
 MAX_DUPLICATE_FRACTION = 0.5
 _UNITS_RE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD_RE = re.compile(r"\w+")
 _SPACES_RE = re.compile(r"\s+")
 
 
 def letter_count(text: str) -> int:
     return sum(ch.isalpha() for ch in text)
+
+
+def new_letter_count(text: str, prompt: str) -> int:
+    """Letters of the words of `text` that are not words of `prompt` (case ignored)."""
+    seen = {w.lower() for w in _WORD_RE.findall(prompt)}
+    return sum(letter_count(w) for w in _WORD_RE.findall(text) if w.lower() not in seen)
 
 
 def duplicate_fraction(text: str) -> float:
@@ -39,16 +50,33 @@ def duplicate_fraction(text: str) -> float:
     return 1.0 - len(set(units)) / len(units)
 
 
-def answer_problem(response: str, *, repeated_prompt: str | None = None, min_letters: int = MIN_LETTERS,
-                   max_duplicate_fraction: float = MAX_DUPLICATE_FRACTION) -> str | None:
-    """Why `response` does not count as an answer (a short reason), or None when it does."""
+def answer_problem(response: str, *, prompt: str | None = None, repeated_prompt: str | None = None,
+                   min_letters: int = MIN_LETTERS, max_duplicate_fraction: float = MAX_DUPLICATE_FRACTION
+                   ) -> str | None:
+    """Why `response` does not count as an answer (a short reason), or None when it does. With `prompt`, only
+    letters of words the prompt does not contain count towards `min_letters`."""
     text = response.strip()
     if repeated_prompt and text.lower().startswith(repeated_prompt.strip().lower()):
         text = text[len(repeated_prompt.strip()):].strip()
-    letters = letter_count(text)
+    letters = letter_count(text) if prompt is None else new_letter_count(text, prompt)
     if letters < min_letters:
-        return f"no answer: {letters} letters (fewer than {min_letters}) besides a repeated request"
+        where = "besides a repeated request" if prompt is None else "in words the prompt does not contain"
+        return f"no answer: {letters} letters (fewer than {min_letters}) {where}"
     dup = duplicate_fraction(text)
     if dup > max_duplicate_fraction:
         return f"no answer: a loop ({dup:.0%} of its sentences repeat an earlier one)"
     return None
+
+
+def instructions_answer_problem(response: str, instruction_ids: list[str], kwargs: list[dict | None], *,
+                                prompt: str | None = None) -> str | None:
+    """`answer_problem` for a prompt with Google's instructions: the request to repeat
+    (`combination:repeat_prompt`) and the short fixed answers (`detectable_format:constrained_response`, whose
+    options the prompt lists, so its words count) taken from them."""
+    repeated, min_letters = None, MIN_LETTERS
+    for iid, kw in zip(instruction_ids, kwargs):
+        if iid == "combination:repeat_prompt":
+            repeated = (kw or {}).get("prompt_to_repeat")
+        elif iid == "detectable_format:constrained_response":
+            min_letters, prompt = SHORT_ANSWER_LETTERS, None
+    return answer_problem(response, prompt=prompt, repeated_prompt=repeated, min_letters=min_letters)

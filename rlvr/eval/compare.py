@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from core.metrics import mean_ci95
-from rewards.ifeval.answer import MIN_LETTERS, SHORT_ANSWER_LETTERS, answer_problem
+from rewards.ifeval.answer import instructions_answer_problem
 from rewards.jsonl import read_jsonl
 
 ACCURACIES = ("prompt_level_strict_acc", "prompt_level_loose_acc", "inst_level_strict_acc", "inst_level_loose_acc")
@@ -74,17 +74,12 @@ def per_instruction(rows: list[dict]) -> dict[str, tuple[int, float, float]]:
 
 
 def response_stats(rows: list[dict]) -> dict[str, float]:
-    """Mean words and characters per response, and the share that answer (rewards.ifeval.answer)."""
+    """Mean words and characters per response, and the share that answer (rewards.ifeval.answer: enough text in
+    words the prompt does not contain, no loop)."""
     n = max(len(rows), 1)
-    answering = 0
-    for r in rows:
-        repeated = None
-        for iid, kw in zip(r["instruction_id_list"], r.get("kwargs") or [{}] * len(r["instruction_id_list"])):
-            if iid == "combination:repeat_prompt":
-                repeated = (kw or {}).get("prompt_to_repeat")
-        short = "detectable_format:constrained_response" in r["instruction_id_list"]
-        min_letters = SHORT_ANSWER_LETTERS if short else MIN_LETTERS
-        answering += answer_problem(r["response"], repeated_prompt=repeated, min_letters=min_letters) is None
+    answering = sum(instructions_answer_problem(r["response"], r["instruction_id_list"],
+                                                r.get("kwargs") or [{}] * len(r["instruction_id_list"]),
+                                                prompt=r.get("prompt")) is None for r in rows)
     return {"words": sum(len(_WORDS_RE.findall(r["response"])) for r in rows) / n,
             "chars": sum(len(r["response"]) for r in rows) / n,
             "answering": answering / n, "empty": sum(not r["response"].strip() for r in rows) / n}

@@ -73,6 +73,29 @@ def test_answer_verifier_scores_the_fraction_of_answers_only():
     assert verify("My answer is yes.", yes_no).value == 1.0  # a fixed-phrase answer may be short
 
 
+def test_answer_verifier_does_not_count_words_copied_from_the_prompt():
+    """The hack the first SmolLM2 IFEval run learnt (README, "IFEval"): the prompt's URL and its example highlights
+    as the whole reply pass the highlight checker and a plain letter count; with the prompt given, only words the
+    prompt does not contain count as answer text."""
+    verify = get_verifier("ifeval_answer")
+    prompt = ('Write a 300+ word summary of the wikipedia page "https://en.wikipedia.org/wiki/Raymond_III,_Count_of_'
+              'Tripoli". Highlight at least 3 sections that has titles in markdown format, for example '
+              '*highlighted section part 1*, *highlighted section part 2*, *highlighted section part 3*.')
+    label = {"instruction_id_list": ["detectable_format:number_highlighted_sections"], "kwargs": [{"num_highlights": 3}]}
+    hack = ("https://en.wikipedia.org/wiki/Raymond_III,_Count_of_Tripoli\n\n*highlighted section part 1*\n"
+            "*highlighted section part 2*\n*highlighted section part 3*")
+    assert get_verifier("ifeval")(hack, label, prompt=prompt).value == 1.0  # Google's checker alone rewards it
+    assert verify(hack, label).value == 1.0  # without the prompt only the letters are counted
+    result = verify(hack, label, prompt=prompt)
+    assert result.value == 0.0 and "words the prompt does not contain" in result.reason
+    answer = ("*Early life* Raymond inherited the county as a boy after his father was murdered. *Regency* He "
+              "governed the kingdom for the young leper king. *Hattin* He escaped the battle and died soon after.")
+    assert verify(answer, label, prompt=prompt).value == 1.0
+    yes_no = {"instruction_id_list": ["detectable_format:constrained_response"], "kwargs": [{}]}
+    options = 'Is the sky blue? Answer with one of: "My answer is yes.", "My answer is no.", "My answer is maybe."'
+    assert verify("My answer is yes.", yes_no, prompt=options).value == 1.0  # the fixed answers are the prompt's
+
+
 def test_hardened_variant_fails_undetectable_language():
     label = {"instruction_id_list": ["language:response_language"], "kwargs": [{"language": "ja"}]}
     assert get_verifier("ifeval")("12345", label).value == 1.0  # the reference's behaviour
