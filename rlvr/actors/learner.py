@@ -59,17 +59,20 @@ from core.model_factory import (
 from rlvr.actors.batch import build_batch, gather_positions, select_rows, sequence_lengths
 from rlvr.actors.node import list_files, read_text, whereami
 from rlvr.actors.perf import flop_model, peak_rss_gib
-from rlvr.actors.scoring import micro_batches, response_logits
-from rlvr.actors.shared_prompt import duplicate_prompt_lengths, supports_packing, worth_sharing
+from rlvr.actors.scoring import micro_batches, response_logprobs
+from rlvr.actors.shared_prompt import (
+    duplicate_prompt_lengths,
+    supports_packing,
+    use_segmented_attention,
+    worth_sharing,
+)
 from rlvr.actors.weight_transport import join_group, send_broadcast
 from rlvr.algorithms import (
     MISMATCH_CORRECTIONS,
     POLICY_LOSSES,
     VALUE_LOSSES,
-    entropy_from_logits,
     kl_estimate,
     logprob_gap,
-    logprobs_from_logits,
 )
 from rlvr.config import RLVRConfig
 
@@ -150,6 +153,10 @@ class Learner:
             if has_lora(self.value.module):
                 adapter_only_checkpoints(self.value)
         self._share_prompts = self._share_prompts and supports_packing(self.policy.module)
+        if self._share_prompts:  # responses attend to [prompt | themselves] only (rlvr.actors.shared_prompt)
+            for engine in (self.policy, self.ref):
+                if engine is not None:
+                    use_segmented_attention(engine.module)
         self._flop_models = {"policy": flop_model(self.policy.module)}
         if self.value is not None:
             self._flop_models["value"] = flop_model(self.value.module)
@@ -171,21 +178,16 @@ class Learner:
         """Whether this micro-batch's policy/reference passes compute each shared prompt once."""
         return self._share_prompts and worth_sharing(batch)
 
-    def _response_logits(self, engine, batch) -> torch.Tensor:
-        """Logits at the positions that predict response tokens [B, T, V] (rlvr.actors.scoring)."""
-        return response_logits(engine, batch, pad_id=self.pad_id, share_prompts=self._share_prompts)
-
     def _autocast(self):
         """bf16 matmuls on a CPU that has them (engine.cpu_autocast); fp32 weights and log-softmax either way."""
         return autocast_context(self.cfg.engine.cpu_autocast, self.device)
 
     def _logprobs(self, engine, batch, *, with_entropy: bool = False):
+        """Response-token log-probs [B, T] (and entropies) at the rollout temperature (rlvr.actors.scoring)."""
         with self._autocast():
-            logits = self._response_logits(engine, batch)
-        logits = logits.float() / self.cfg.rollout.temperature
-        lp = logprobs_from_logits(logits, batch["response_ids"])
-        ent = entropy_from_logits(logits.detach()) if with_entropy else None
-        return lp, ent
+            return response_logprobs(engine, batch, pad_id=self.pad_id, share_prompts=self._share_prompts,
+                                     temperature=self.cfg.rollout.temperature,
+                                     with_entropy=with_entropy)
 
     def _values(self, batch):
         with self._autocast():
@@ -235,8 +237,8 @@ class Learner:
         reference side of the weight-sync check, in the policy engine's precision (`info()["compute_dtype"]`;
         engine.cpu_autocast does not apply)."""
         batch = self._to_device(build_batch([{"prompt_ids": prompt_ids, "response_ids": response_ids}], self.pad_id))
-        logits = self._response_logits(self.policy, batch).float()
-        return logprobs_from_logits(logits, batch["response_ids"])[0, : len(response_ids)].tolist()
+        lp, _ = response_logprobs(self.policy, batch, pad_id=self.pad_id, share_prompts=False, temperature=1.0)
+        return lp[0, : len(response_ids)].tolist()
 
     def _to_device(self, batch):
         return {k: v.to(self.torch_device) for k, v in batch.items()}

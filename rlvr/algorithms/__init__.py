@@ -18,7 +18,13 @@ from rlvr.algorithms.advantages import (
     group_advantages,
 )
 from rlvr.algorithms.kl import KL_CONTROLLERS, KL_ESTIMATORS, adaptive_kl_coef, kl_estimate
-from rlvr.algorithms.logprobs import entropy_from_logits, logprobs_from_logits, masked_mean, masked_whiten
+from rlvr.algorithms.logprobs import (
+    entropy_from_logits,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    token_logprobs,
+)
 from rlvr.algorithms.losses import (
     POLICY_LOSSES,
     VALUE_LOSSES,
@@ -42,5 +48,6 @@ __all__ = [
     "aggregate_loss", "cispo_policy_loss", "compute_advantages", "compute_gae", "entropy_from_logits",
     "group_advantages", "gspo_policy_loss", "informative_groups", "kl_estimate", "logprob_gap",
     "logprobs_from_logits", "loss_units", "masked_mean", "masked_whiten", "overlong_penalty", "ppo_policy_loss",
-    "sequence_mask_weights", "sequence_rewards", "shape_token_rewards", "truncated_is_weights", "value_loss",
+    "sequence_mask_weights", "sequence_rewards", "shape_token_rewards", "token_logprobs", "truncated_is_weights",
+    "value_loss",
 ]

@@ -9,12 +9,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlvr.actors.batch import build_batch, gather_positions, grouped_micro_batches, sequence_lengths, trim
+from rlvr.actors.scoring import response_logprobs
 from rlvr.actors.shared_prompt import (
+    SEGMENTED_ATTENTION,
     duplicate_prompt_lengths,
     packed_layout,
     prompt_groups,
-    shared_prompt_logits,
     supports_packing,
+    use_segmented_attention,
     worth_sharing,
 )
 from rlvr.algorithms import logprobs_from_logits
@@ -29,20 +31,28 @@ def _plain_logits(model, batch):
     return gather_positions(out.logits, batch["index"] - first)
 
 
-def _logprobs_and_grad(model, batch, shared: bool):
+def _logprobs_and_grad(model, batch, shared: bool | None):
+    """shared None: the reference, full logits of each whole sequence through the pure log-softmax function;
+    True/False: the product's pass (rlvr.actors.scoring.response_logprobs) with and without prompt sharing."""
     model.zero_grad()
-    logits = shared_prompt_logits(model, batch, pad_id=0) if shared else _plain_logits(model, batch)
-    lp = logprobs_from_logits(logits / 0.7, batch["response_ids"])
+    if shared is None:
+        lp = logprobs_from_logits(_plain_logits(model, batch) / 0.7, batch["response_ids"])
+    else:
+        lp = response_logprobs(model, batch, pad_id=0, share_prompts=shared, temperature=0.7)[0]
     weights = torch.linspace(-1.0, 2.0, lp.numel()).view_as(lp)
     ((lp * weights) * batch["response_mask"]).sum().backward()
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return lp.detach() * batch["response_mask"], grad
 
 
-@pytest.mark.parametrize("attention,checkpointing", [("sdpa", False), ("eager", False), ("sdpa", True)])
+@pytest.mark.parametrize("attention,checkpointing", [("sdpa", False), ("eager", False), ("sdpa", True),
+                                                    ("segmented", False), ("segmented", True)])
 def test_shared_prompt_pass_gives_the_plain_log_probs_and_gradient(tiny_model_dir, attention, checkpointing):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
+                                                 attn_implementation="eager" if attention == "eager" else "sdpa")
     model.config.use_cache = False
+    if attention == "segmented":  # the learner's: each response against [prompt | itself] only
+        assert use_segmented_attention(model) and model.config._attn_implementation == SEGMENTED_ATTENTION
     if checkpointing:  # the packed pass is one plain forward: it needs no KV cache, so checkpointing is fine
         model.gradient_checkpointing_enable()
         model.train()
@@ -57,16 +67,17 @@ def test_shared_prompt_pass_gives_the_plain_log_probs_and_gradient(tiny_model_di
     # one packed row per prompt, no copies of it: 5 + (2 + 0 + 1) and 3 + (5 + 1) tokens
     layout = packed_layout(batch)
     assert layout["tokens"].shape == (2, 9) and (layout["owner"] != -2).sum(1).tolist() == [8, 9]
-    lp_plain, g_plain = _logprobs_and_grad(model, batch, shared=False)
-    lp_shared, g_shared = _logprobs_and_grad(model, batch, shared=True)
-    torch.testing.assert_close(lp_shared, lp_plain, atol=2e-5, rtol=1e-5)
-    assert torch.isfinite(g_shared).all()
-    torch.testing.assert_close(g_shared, g_plain, atol=2e-5, rtol=1e-4)
+    lp_plain, g_plain = _logprobs_and_grad(model, batch, shared=None)
+    for shared in (True, False):
+        lp_ours, g_ours = _logprobs_and_grad(model, batch, shared=shared)
+        torch.testing.assert_close(lp_ours, lp_plain, atol=2e-5, rtol=1e-5)
+        assert torch.isfinite(g_ours).all()
+        torch.testing.assert_close(g_ours, g_plain, atol=2e-5, rtol=1e-4)
     # one-token responses only: the prompt pass alone
     single = trim(build_batch([{"prompt_ids": s["prompt_ids"], "response_ids": s["response_ids"][:1]}
                                for s in samples], pad_id=0))
     torch.testing.assert_close(_logprobs_and_grad(model, single, shared=True)[0],
-                               _logprobs_and_grad(model, single, shared=False)[0], atol=2e-5, rtol=1e-5)
+                               _logprobs_and_grad(model, single, shared=None)[0], atol=2e-5, rtol=1e-5)
 
 
 def test_grouped_micro_batches_keep_a_prompts_samples_together():
