@@ -192,6 +192,11 @@ class TrainConfig(FrozenConfig):
     total_steps: int = Field(10, ge=1, description="RL steps (each: rollout, score, update, sync)")
     eval_every: int = Field(0, ge=0, description="evaluate on data.eval every N steps (0: only at the end)")
     eval_at_start: bool = Field(False, description="also evaluate the starting policy (logged as step 0)")
+    time_limit_minutes: float | None = Field(
+        None, gt=0, description="end the run after the step during which this many minutes of the training loop "
+        "(steps and evaluations, from the first step of this process) have passed: that step is then the last, "
+        "evaluated and saved as at total_steps, and final/ is written. Schedules still span total_steps; a "
+        "resumed run gets the limit afresh")
     progress: bool = Field(True, description="tqdm progress bar")
 
 

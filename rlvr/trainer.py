@@ -391,9 +391,16 @@ class RLVRTrainer:
                            run_name=cfg.run_name, config=config_to_dict(cfg), append=True) as logger:
             if cfg.train.eval_at_start and self.step == 0 and self.eval_rows:
                 logger.log(0, self.evaluate())
+            limit_s = 60 * cfg.train.time_limit_minutes if cfg.train.time_limit_minutes else None
+            loop_start = time.monotonic()
             while self.step < cfg.train.total_steps:
                 metrics = self.train_step()
-                last = self.step == cfg.train.total_steps
+                out_of_time = limit_s is not None and time.monotonic() - loop_start >= limit_s
+                last = self.step == cfg.train.total_steps or out_of_time
+                if out_of_time and self.step < cfg.train.total_steps:
+                    log.info("train.time_limit_minutes=%g reached after step %d of %d: this step is the last",
+                             cfg.train.time_limit_minutes, self.step, cfg.train.total_steps)
+                    metrics["train/stopped_by_time_limit"] = 1.0
                 if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or last:
                     metrics.update(self.evaluate())
                 logger.log(self.step, metrics)
@@ -404,6 +411,8 @@ class RLVRTrainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", s_per_step=f"{metrics['time/step_s']:.1f}")
+                if last:
+                    break
         if bar is not None:
             bar.close()
         self.sync.finish()  # the last overlapped reload: its errors belong to this run

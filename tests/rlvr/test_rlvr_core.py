@@ -260,3 +260,21 @@ def test_dead_generator_stops_the_run_quickly_with_a_clear_error(ray_local, tiny
     latest = CheckpointManager(out / "checkpoints").latest()
     assert latest is not None and is_complete(latest)  # the last checkpoint is intact
     print(f"dead generator detected after {detected_after:.1f}s")
+
+
+def test_time_limit_ends_the_run_after_the_step_that_passes_it(ray_local, tiny_model_dir, prompts, tmp_path):
+    """train.time_limit_minutes: a limit below one step's time makes step 1 the last, with what a last step gets
+    (evaluation, a sealed checkpoint, final/), with asynchronous rollouts' batch for step 2 still in flight."""
+    from rlvr.driver import train
+
+    out = tmp_path / "limited"
+    cfg = tiny_config("tiny_ppo.yaml", tiny_model_dir, prompts, out, "train.total_steps=50",
+                      "checkpoints.save_every=0", "rollout.async_steps=1", "train.time_limit_minutes=1e-6",
+                      f"data.eval=[{prompts}]", "data.eval_size=2", "train.eval_every=0")
+    result = train(cfg)
+    rows = [r for r in read_metrics(out) if r["step"] > 0]
+    assert result.steps == 1 and [r["step"] for r in rows] == [1]
+    assert rows[0]["train/stopped_by_time_limit"] == 1.0 and "eval/reward/mean" in rows[0]
+    latest = CheckpointManager(out / "checkpoints").latest()
+    assert latest is not None and latest.name == "step_00000001" and is_complete(latest)
+    assert (result.model_dir / "config.json").is_file()
