@@ -16,8 +16,13 @@ Rows (`--frameworks`):
   update instead of on the learner's (rlvr.actors.scoring);
 - trl: TRL's GRPOTrainer in fp32; trl-bf16: the same with `bf16=True` (torch.autocast bf16 around its forwards,
   fp32 weights), run only where the CPU computes bf16 natively (AVX-512 BF16/AMX): elsewhere torch's bf16 matmul
-  is hundreds of times slower than fp32 (the peak line shows it) and the row is skipped, saying so. The ratio is
-  against the faster TRL row.
+  is hundreds of times slower than fp32 (the peak line shows it) and the row is skipped, saying so. TRL runs in
+  one process, so each TRL row runs at every thread count of `--trl-threads` (default: `--threads` and twice
+  that).
+Equal cores: our rows use two busy processes (a generator and a learner) of `--threads` threads each, so each of
+our rows is compared with the fastest TRL row at the same total core count (2 x --threads); the TRL rows at fewer
+threads stay in the table for information. TRL's vLLM modes are not rows: on this CPU-only install its colocate
+mode needs a CUDA device and its server mode a separate vLLM server process (more cores again).
 Ours uses engine.cpu_autocast=auto (bf16 matmuls where native, else fp32) and generation.backend=auto (the
 faster of vLLM and HF on this machine, rlvr.actors.backend_probe, cached).
 
@@ -86,7 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", choices=["vllm", "hf", "auto"], help="our generation backend")
     p.add_argument("--autocast", default="auto", choices=["auto", "bf16", "off"], help="our engine.cpu_autocast")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process (both frameworks)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process of ours")
+    p.add_argument("--trl-threads", default=None, help="comma list of TRL's thread counts (default: --threads and "
+                   "2 x --threads: the cores our two processes use together)")
     p.add_argument("--out", default=None, help="folder for runs and results.json (default: a temp folder)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per run")
     p.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
@@ -97,6 +104,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--micro-batch must divide prompts-per-step x group-size")
     if args.steps <= args.warmup:
         p.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
+    args.trl_threads = [int(t) for t in (args.trl_threads or f"{args.threads},{2 * args.threads}").split(",")]
     unknown = [f for f in args.frameworks.split(",") if f.strip() and f.strip() not in FRAMEWORKS]
     if unknown:
         p.error(f"unknown --frameworks {unknown}; use {', '.join(FRAMEWORKS)}")
@@ -361,16 +369,19 @@ def worker_main(args) -> int:
     torch.set_num_threads(args.threads)
     result = run_trl(args) if args.worker.startswith("trl") else run_ours(args)
     result["model"] = args.model
+    # the cores the row's busy processes use together: ours a generator and a learner, TRL one process
+    result["cores"] = args.threads * (1 if args.worker.startswith("trl") else 2)
+    result["threads"] = args.threads
     Path(args.result).write_text(json.dumps(result, indent=1))
     return 0
 
 
-def _child_argv(args, framework: str, model: str, result: Path) -> list[str]:
+def _child_argv(args, framework: str, model: str, result: Path, threads: int) -> list[str]:
     keep = ["--algorithm", args.algorithm, "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--prompts-per-step", str(args.prompts_per_step), "--group-size", str(args.group_size),
             "--max-new-tokens", str(args.max_new_tokens), "--micro-batch", str(args.micro_batch),
             "--max-prompt-tokens", str(args.max_prompt_tokens), "--autocast", args.autocast,
-            "--data", args.data, "--seed", str(args.seed), "--backend", args.backend, "--threads", str(args.threads)]
+            "--data", args.data, "--seed", str(args.seed), "--backend", args.backend, "--threads", str(threads)]
     return [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--model", model,
             "--result", str(result), *keep]
 
@@ -378,38 +389,46 @@ def _child_argv(args, framework: str, model: str, result: Path) -> list[str]:
 def _fmt(r: dict, peaks: dict[str, float]) -> str:
     phases = " ".join(f"{r[f'{ph}_s']:7.2f}" for ph in PHASES)
     flops = r.get("learner_flop_per_s")
-    rate = f"{flops / 1e9:6.1f} {100 * flops / peaks['float32']:4.0f}%" if flops else f"{'-':>6} {'-':>5}"
+    peak = peaks["bfloat16"] if peaks.get("native_bf16") else peaks["float32"]
+    rate = f"{flops / 1e9:6.1f} {100 * flops / peak:4.0f}%" if flops else f"{'-':>6} {'-':>5}"
     rss = (f"{r.get('learner_rss_gib', 0):.2f}/{r.get('generator_rss_gib', 0):.2f}/{r.get('driver_rss_gib', 0):.2f}"
            if "learner_rss_gib" in r else f"{r.get('process_rss_gib', 0):.2f}")
     flag = " *" if r.get("foreign_cores", 0) > FOREIGN_CPU_LIMIT else ""
-    return (f"{r['framework']:<30} {r['step_s']:7.2f} {phases} {r['tokens_per_s']:8.1f} "
+    name = f"{r['framework']} [{r.get('cores', '?')}c]"
+    return (f"{name:<34} {r['step_s']:7.2f} {phases} {r['tokens_per_s']:8.1f} "
             f"{r['response_tokens_per_s']:8.1f} {r['mean_response_len']:6.1f} {rate} {rss:>15} "
             f"{r.get('foreign_cores', 0):5.2f}{flag}")
 
 
 def report(results: list[dict], peaks: dict[str, float], args) -> list[str]:
-    """The table and, per model, our rows against the faster TRL row."""
-    lines = [f"{'framework':<30} {'step_s':>7} " + " ".join(f"{ph[:7]:>7}" for ph in PHASES)
-             + f" {'tok/s':>8} {'resp/s':>8} {'resp_n':>6} {'GFLOP/s':>6} {'%fp32':>5} {'peak RSS GiB':>15} "
+    """The table ([Nc]: the cores the row's processes use together) and, per model, each of our rows against
+    the fastest TRL row at the same number of cores."""
+    peak_name = "%bf16" if peaks.get("native_bf16") else "%fp32"
+    lines = [f"{'framework [cores]':<34} {'step_s':>7} " + " ".join(f"{ph[:7]:>7}" for ph in PHASES)
+             + f" {'tok/s':>8} {'resp/s':>8} {'resp_n':>6} {'GFLOP/s':>6} {peak_name:>5} {'peak RSS GiB':>15} "
              f"{'other':>5}"]
     for model in dict.fromkeys(r["model"] for r in results):
         rows = [r for r in results if r["model"] == model]
         lines.append(f"-- {model}")
         lines += [_fmt(r, peaks) for r in rows]
         trl = [r for r in rows if r["framework"].startswith("TRL")]
-        best = max(trl, key=lambda r: r["tokens_per_s"]) if trl else None
         goal = 3.0 if "smollm2" in model.lower() or "135m" in model.lower() else 2.0
         for ours in (r for r in rows if r["framework"].startswith("ours")):
+            same = [r for r in trl if r.get("cores") == ours.get("cores")]
+            best = max(same, key=lambda r: r["tokens_per_s"]) if same else None
             if best:
                 ratio = ours["tokens_per_s"] / best["tokens_per_s"]
-                lines.append(f"   {ours['framework']} / {best['framework']}: end-to-end tokens/s {ratio:.2f}x "
-                             f"(goal >= {goal:g}x: {'met' if ratio >= goal else 'not met'}); response tokens/s "
+                lines.append(f"   {ours['framework']} / {best['framework']}, both on {ours['cores']} cores: "
+                             f"end-to-end tokens/s {ratio:.2f}x (goal >= {goal:g}x: "
+                             f"{'met' if ratio >= goal else 'not met'}); response tokens/s "
                              f"{ours['response_tokens_per_s'] / best['response_tokens_per_s']:.2f}x")
+            elif trl:
+                lines.append(f"   {ours['framework']}: no TRL row on {ours.get('cores')} cores (--trl-threads)")
             if ours.get("learner_flop_per_s"):
                 f = ours["learner_flop_per_s"]
                 lines.append(f"   {ours['framework']} learner: {f / 1e9:.1f} GFLOP/s = "
                              f"{100 * f / peaks['float32']:.0f}% of the fp32 and {100 * f / peaks['bfloat16']:.0f}% "
-                             f"of the bf16 matmul peak ({args.threads} thread(s)); generator "
+                             f"of the bf16 matmul peak ({args.threads} thread(s) per process); generator "
                              f"{ours.get('generator', '?')}, staleness {ours.get('staleness', 0):.1f}")
     return lines
 
@@ -433,6 +452,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="rlvr-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     peaks = matmul_peaks(args.threads)
+    peaks["native_bf16"] = cpu_supports_bf16()
     print(f"matmul peak, {args.threads} thread(s): fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 "
           f"{peaks['bfloat16'] / 1e9:.1f} GFLOP/s (native bf16: {cpu_supports_bf16()})", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
@@ -441,15 +461,17 @@ def main(argv=None) -> int:
     results, failures = [], []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model = MODELS.get(name, name)
-        for fw in frameworks:
-            result_path = out / f"{name.replace('/', '_')}-{fw}.json"
+        jobs = [(fw, t) for fw in frameworks for t in (args.trl_threads if fw.startswith("trl") else [args.threads])]
+        for fw, threads in jobs:
+            result_path = out / f"{name.replace('/', '_')}-{fw}-t{threads}.json"
             log_path = result_path.with_suffix(".log")
-            print(f"running {fw} on {model} ({args.steps} steps; load average {os.getloadavg()[0]:.2f}) ... "
-                  f"log: {log_path}", flush=True)
+            print(f"running {fw} on {model} with {threads} thread(s) ({args.steps} steps; load average "
+                  f"{os.getloadavg()[0]:.2f}) ... log: {log_path}", flush=True)
             t0 = time.perf_counter()
             with open(log_path, "w") as log, ForeignCPU() as foreign:
-                proc = subprocess.run(_child_argv(args, fw, model, result_path), stdout=log,
-                                      stderr=subprocess.STDOUT, env=env, timeout=args.timeout, cwd=REPO)
+                proc = subprocess.run(_child_argv(args, fw, model, result_path, threads), stdout=log,
+                                      stderr=subprocess.STDOUT, env=dict(env, OMP_NUM_THREADS=str(threads)),
+                                      timeout=args.timeout, cwd=REPO)
             wall = time.perf_counter() - t0
             if proc.returncode != 0 or not result_path.is_file():
                 tail = log_path.read_text(errors="replace")[-2000:]
@@ -464,7 +486,7 @@ def main(argv=None) -> int:
 
     print(f"\nsettings: {args.prompts_per_step} prompts x {args.group_size} samples per step, max_new_tokens "
           f"{args.max_new_tokens}, {args.steps} steps ({args.warmup} warm-up left out), data {args.data}, "
-          f"{args.threads} thread(s)/process, host CPUs {os.cpu_count()}; load average before: "
+          f"ours {args.threads} thread(s)/process, TRL {args.trl_threads} thread(s), host CPUs {os.cpu_count()}; load average before: "
           f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     for line in skipped:
         print(f"skipped {line}")
