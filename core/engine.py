@@ -103,8 +103,8 @@ def init_distributed(rank: int, world_size: int, *, master_addr: str | None = No
         deepspeed.init_distributed(dist_backend=device.dist_backend, auto_mpi_discovery=False)
         return
     try:
-        store = dist.TCPStore(master_addr, master_port, world_size, is_master=rank == 0,
-                              timeout=datetime.timedelta(seconds=rendezvous_timeout_s))
+        store = tcp_store(master_addr, master_port, world_size, is_master=rank == 0,
+                          timeout=datetime.timedelta(seconds=rendezvous_timeout_s))
     except (RuntimeError, OSError) as err:  # DistNetworkError / DistStoreError are RuntimeErrors
         raise RendezvousError(f"rank {rank} of {world_size} could not complete the torch.distributed rendezvous at "
                               f"{master_addr}:{master_port} within {rendezvous_timeout_s:.0f} s "
@@ -140,6 +140,26 @@ def all_reduce_sum(t):
 
 class RendezvousError(RuntimeError):
     """A rank could not reach (or form) its process group in time."""
+
+
+# the listening sockets of the TCPStore servers this process hosts: the store serves on their file descriptors,
+# which must stay open as long as it does (the process's life: a run forms its groups once)
+_STORE_LISTENERS: list[socket.socket] = []
+
+
+def tcp_store(host: str, port: int, world_size: int, *, is_master: bool, timeout: datetime.timedelta):
+    """A torch.distributed TCPStore at `host:port`. The master's server listens on `host` only: torch's own server
+    binds every interface of the machine, so a learner group's store would be open to anyone who can reach the
+    node (docs/ray_job.md, "Sockets"). A client connects to `host:port` as usual."""
+    listen_fd = None
+    if is_master:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1024)
+        _STORE_LISTENERS.append(listener)
+        listen_fd = listener.fileno()
+    return dist.TCPStore(host, port, world_size, is_master=is_master, timeout=timeout, master_listen_fd=listen_fd)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -116,7 +116,8 @@ class Learner:
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's address (as Ray knows it) and a TCP port free on it right now: where rank 0 hosts a
         group's TCPStore (the learners' group, the weight-sync group)."""
-        return whereami()["node_ip"], free_port("")
+        node_ip = whereami()["node_ip"]
+        return node_ip, free_port(node_ip)
 
     def join(self, master_addr: str, master_port: int, rendezvous_timeout_s: float | None = None,
              timeout_s: float | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from core.engine import bind_gloo_to
+from core.engine import bind_gloo_to, tcp_store
 from rlvr.actors.node import whereami
 from rlvr.errors import WeightSyncError
 
@@ -38,8 +38,8 @@ def join_group(*, host: str, port: int, rank: int, world_size: int, backend: str
     if backend == "gloo":
         bind_gloo_to(whereami()["node_ip"])  # gloo binds the hostname's address otherwise (often loopback)
     try:
-        store = dist.TCPStore(host, port, world_size, is_master=rank == 0,
-                              timeout=datetime.timedelta(seconds=startup_timeout_s))
+        store = tcp_store(host, port, world_size, is_master=rank == 0,
+                          timeout=datetime.timedelta(seconds=startup_timeout_s))
     except (RuntimeError, OSError) as err:
         raise WeightSyncError(f"weight-sync group member {rank} of {world_size} could not reach {host}:{port} "
                               f"within {startup_timeout_s:.0f}s ({type(err).__name__})") from err
