@@ -21,7 +21,9 @@ Why each setting (../shared/ENVIRONMENT.md, "Ray"):
   server port outside the worker range, its own short `--temp-dir`: several heads (other engineers' tests) can
   run on one machine without colliding.
 - `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` + `--node-ip-address 127.0.0.1`: bind loopback, not eth0.
-- `RAY_AUTH_MODE=disabled`: token auth is on by default in Ray 2.5x; the test head and its clients run without.
+- Token authentication on (`RAY_AUTH_MODE=token`, a fresh random `RAY_AUTH_TOKEN` per head, in `head.env` for
+  the head and its `ray` CLI clients, and as a bearer header in `job_client`): an unauthenticated Ray cluster is
+  remote code execution for anyone who reaches its ports (CVE-2023-48022). `start_head(auth=False)` for none.
 - Stop: SIGTERM to the `ray start --block` PID, which tears its head down; wait for every process of that head
   (its process group) to exit; SIGKILL that group only if it does not drain in time. Never `ray stop`: it kills
   every Ray process on the machine, including other people's.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -64,6 +67,7 @@ class RayHead:
     log_path: Path
     env: dict[str, str] = field(repr=False, default_factory=dict)  # environment for `ray` CLI clients
     proc: subprocess.Popen | None = field(repr=False, default=None)
+    token: str | None = field(repr=False, default=None)  # RAY_AUTH_TOKEN (None: authentication off)
 
     @property
     def gcs_address(self) -> str:
@@ -104,12 +108,23 @@ def pick_ports(rng: random.Random | None = None) -> tuple[dict[str, int], tuple[
     raise RayHeadError(f"no block of {need} free loopback ports found")
 
 
-def client_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the head and for `ray` CLI clients: this venv first on PATH, loopback, no auth."""
+def new_token() -> str:
+    """A fresh cluster token (Ray's token authentication: a static shared secret)."""
+    return secrets.token_hex(32)
+
+
+def client_env(extra: dict[str, str] | None = None, token: str | None = None) -> dict[str, str]:
+    """Environment for the head and for `ray` CLI clients: this venv first on PATH, loopback, token
+    authentication with `token` (None: authentication disabled)."""
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env["RAY_AUTH_MODE"] = "disabled"
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    if token:
+        env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"] = "token", token
+    else:
+        env["RAY_AUTH_MODE"] = "disabled"
+        env.pop("RAY_AUTH_TOKEN", None)
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.pop("RAY_ADDRESS", None)  # never talk to some other cluster by accident
@@ -169,12 +184,14 @@ def _job_list_works(head: RayHead) -> bool:
 
 
 def start_head(num_cpus: int = 2, *, ready_timeout: float = 120.0, extra_env: dict[str, str] | None = None,
-               log_dir: Path | None = None) -> RayHead:
-    """Start a head and wait until `ray job list` answers on its dashboard. Raises RayHeadError with the log."""
+               log_dir: Path | None = None, auth: bool = True) -> RayHead:
+    """Start a head (token authentication on unless `auth=False`) and wait until `ray job list` answers on its
+    dashboard. Raises RayHeadError with the log."""
     ports, (wlo, whi) = pick_ports()
     temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's unix socket paths must stay < 108
     log_path = (Path(log_dir) if log_dir else temp_dir) / "ray-head.log"
-    env = client_env(extra_env)
+    token = new_token() if auth else None
+    env = client_env(extra_env, token)
     cmd = [
         _ray_cli(), "start", "--head", "--block", "--disable-usage-stats",
         "--node-ip-address", HOST, "--port", str(ports["gcs"]),
@@ -192,7 +209,7 @@ def start_head(num_cpus: int = 2, *, ready_timeout: float = 120.0, extra_env: di
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     log_file.close()
     head = RayHead(pid=proc.pid, ports=ports, worker_ports=(wlo, whi), temp_dir=temp_dir, log_path=log_path,
-                   env=env, proc=proc)
+                   env=env, proc=proc, token=token)
     deadline = time.monotonic() + ready_timeout
     try:
         while True:
@@ -239,7 +256,8 @@ def submit_job(head: RayHead, entrypoint: list[str], *, working_dir: str | Path,
 def job_client(head: RayHead):
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(head.dashboard_url)
+    headers = {"Authorization": f"Bearer {head.token}"} if head.token else None
+    return JobSubmissionClient(head.dashboard_url, headers=headers)
 
 
 def job_status(head: RayHead, submission_id: str) -> str:

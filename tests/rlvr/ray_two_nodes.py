@@ -21,6 +21,7 @@ veth pair). Never `ray stop`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ray_cluster import _group_alive, _ray_cli, client_env
+from ray_cluster import _group_alive, _ray_cli, client_env, new_token
 
 SUBNET = "10.231.0"
 GCS_PORT = 6379  # ports are per namespace: no clash with any other Ray on this machine
@@ -80,6 +81,7 @@ class TwoNodeCluster:
     head: Node
     worker: Node
     env: dict[str, str] = field(repr=False, default_factory=dict)
+    token: str | None = field(repr=False, default=None)  # RAY_AUTH_TOKEN of the cluster (None: authentication off)
 
     @property
     def address(self) -> str:
@@ -175,6 +177,21 @@ class TwoNodeCluster:
                                    f"head log:\n{_tail(self.head.log_path)}\nworker log:\n{_tail(self.worker.log_path)}")
             time.sleep(1.0)
 
+    def listening_sockets(self, role: str) -> list[tuple[str, str]]:
+        """(local address, owning process name) of every listening TCP socket in node `role`'s network namespace
+        (`ss -ltnp` run there: the namespace holds only this cluster's processes)."""
+        proc = self.run(role, ["ss", "-ltnpH"], timeout=60)
+        if proc.returncode != 0:
+            raise ClusterError(f"`ss -ltnp` failed on the {role} node: {proc.stderr.strip()}")
+        out = []
+        for line in proc.stdout.splitlines():
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            names = re.findall(r'\("([^"]+)"', line)
+            out.append((fields[3], names[0] if names else "?"))
+        return out
+
     def restart_worker(self, timeout: float = 120.0) -> None:
         """Bring the worker node back (after it was stopped or lost its raylet) and wait until it is alive."""
         self.stop_node("worker")
@@ -242,8 +259,10 @@ def _delete_network(*namespaces: str) -> None:
 
 @contextmanager
 def two_node_cluster(head_cpus: int = 3, worker_cpus: int = 3, *, ready_timeout: float = 180.0,
-                     extra_env: dict[str, str] | None = None) -> Iterator[TwoNodeCluster]:
+                     extra_env: dict[str, str] | None = None, auth: bool = True) -> Iterator[TwoNodeCluster]:
     """Build the namespaces, start head then worker, wait until the GCS reports both alive; tear all down.
+    Token authentication is on (one fresh token for both nodes and every client: `cluster.env`) unless
+    `auth=False`; `cluster.token` is it.
     `cluster.worker.private_dir` is a folder the head sees as a normal folder and the worker as its own empty
     one (a tmpfs mounted over it in the worker's mount namespace): a folder that is *not* shared."""
     reason = netns_unavailable()
@@ -252,14 +271,15 @@ def two_node_cluster(head_cpus: int = 3, worker_cpus: int = 3, *, ready_timeout:
     prefix = f"rv{os.getpid() % 100000}"
     root = Path(tempfile.mkdtemp(prefix="r2n", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     ns_h, ns_w = _make_network(prefix)
-    env = client_env({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})})
+    token = new_token() if auth else None
+    env = client_env({"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}, token)
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # each node binds its own namespace's address
     for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):  # e.g. left by an in-process group of an earlier test:
         env.pop(name, None)  # an interface of this machine, absent in the nodes' namespaces
     cluster = TwoNodeCluster(
         head=Node("head", ns_h, f"{SUBNET}.1", head_cpus, root / "h", root / "head.log"),
         worker=Node("worker", ns_w, f"{SUBNET}.2", worker_cpus, root / "w", root / "worker.log",
-                    private_dir=root / "private"), env=env)
+                    private_dir=root / "private"), env=env, token=token)
     cluster.worker.private_dir.mkdir()
     try:
         cluster.start_node("head")

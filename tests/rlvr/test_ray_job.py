@@ -7,6 +7,9 @@
    first job, the rest from the second, and each step's prompts, reward and loss equal the uninterrupted run's
    (RELIABILITY.md #1).
 
+3. the head runs with Ray's token authentication (tests/rlvr/ray_cluster.py): the jobs above are submitted with
+   the token, and a client without it, or with a wrong one, is refused by the jobs API and by `ray.init`.
+
 Both jobs run the same config, so the uninterrupted run of test 1 is the reference for test 2.
 """
 
@@ -18,7 +21,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ray_cluster import RayHead, job_logs, job_status, local_ray_head, stop_job, submit_job, wait_for_job
+from ray_cluster import (
+    RayHead,
+    _ray_cli,
+    client_env,
+    job_logs,
+    job_status,
+    local_ray_head,
+    new_token,
+    stop_job,
+    submit_job,
+    wait_for_job,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -142,3 +156,22 @@ def test_ray_job_stopped_after_checkpoint_resumes_without_lost_or_repeated_steps
         for key in ("reward/mean", "policy/loss"):
             assert mine[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), (mine["step"], key)
     assert CheckpointManager.step_of(ckpts.latest()) == TOTAL_STEPS
+
+
+def test_a_client_without_the_clusters_token_is_refused(ray_head):
+    import subprocess
+    import sys
+
+    assert ray_head.token and ray_head.env["RAY_AUTH_MODE"] == "token"
+    listed = subprocess.run([_ray_cli(), "job", "list", "--address", ray_head.dashboard_url], env=ray_head.env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    connect = f"import ray; ray.init(address={ray_head.gcs_address!r}); print('CONNECTED')"
+    for name, env in (("no token", client_env()), ("a wrong token", client_env(token=new_token()))):
+        refused = subprocess.run([_ray_cli(), "job", "list", "--address", ray_head.dashboard_url], env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0, f"jobs API answered a client with {name}"
+        assert "token" in (refused.stdout + refused.stderr).lower()
+        driver = subprocess.run([sys.executable, "-c", connect], env=env, capture_output=True, text=True,
+                                timeout=180)
+        assert driver.returncode != 0 and "CONNECTED" not in driver.stdout, f"ray.init connected with {name}"
