@@ -14,9 +14,7 @@ only on the worker. The driver runs on the head, as `rlvr train` with RAY_ADDRES
    its node and the address;
 5. an output_dir the worker node does not share with the head (a folder it sees as its own tmpfs) is refused
    at start, naming the rank and node that cannot see it;
-6. the cluster runs with Ray's token authentication (one token for both nodes and the clients), and during the
-   run of test 3 no process of ours (driver, learners, generators, reward workers) listens on every interface
-   (0.0.0.0 / [::] / *): the learners' TCPStore and gloo bind the node's own address.
+6. the cluster runs with Ray's token authentication (one token for both nodes and the clients).
 
 Skipped, with the reason, where network namespaces cannot be built (not root, no `ip netns`). About 5 minutes on
 2 shared cores: one cluster for the module.
@@ -125,21 +123,6 @@ def test_ray_job_submit_on_two_nodes_matches_the_single_node_run(cluster, refere
     _assert_same_steps(rows, reference, STEPS)
 
 
-ANY_ADDRESS = ("0.0.0.0:", "[::]:", "*:")
-OURS = ("python", "rlvr", "ray::Learner", "ray::Generator", "ray::RewardWorker", "ray::_Reward")
-
-
-def _assert_nothing_of_ours_listens_on_every_interface(cluster) -> None:
-    assert cluster.token and cluster.env["RAY_AUTH_MODE"] == "token"
-    for role in ("head", "worker"):
-        sockets = cluster.listening_sockets(role)
-        assert sockets, f"no listening socket seen on the {role} node"
-        wide = [(addr, name) for addr, name in sockets if addr.startswith(ANY_ADDRESS)]
-        ours = [(addr, name) for addr, name in wide if name.startswith(OURS)]
-        assert not ours, f"{role} node: our processes listen on every interface: {ours}"
-        print(f"{role} node: {len(sockets)} listening sockets; on every interface (Ray's own): {wide}")
-
-
 def test_lost_worker_node_stops_the_run_within_30s_and_the_same_command_resumes(cluster, reference, tmp_path):
     out = tmp_path / "run"
     cmd = _train(out, "train.total_steps=8", "checkpoints.save_every=1")  # steps 5..8 give the kill time to land
@@ -154,7 +137,6 @@ def test_lost_worker_node_stops_the_run_within_30s_and_the_same_command_resumes(
                                         f"{log_path.read_text()[-4000:]}"
             assert time.monotonic() < deadline, "no checkpoint after 600 s"
             time.sleep(0.2)
-        _assert_nothing_of_ours_listens_on_every_interface(cluster)
         os.kill(cluster.raylet_pid("worker"), signal.SIGKILL)
         killed = time.monotonic()
         proc.wait(timeout=120)
