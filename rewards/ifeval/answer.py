@@ -12,7 +12,13 @@ length cap). `answer_problem` names what disqualifies a response, or returns Non
   example *highlighted section part 1*, ..." with the URL and the three example highlights alone, which passed a
   plain letter count and the highlight checker;
 - a loop: among its sentences and lines of at least three words, more than `max_duplicate_fraction` are
-  repeats of an earlier one.
+  repeats of an earlier one; or, for loops inside one long sentence, more than `max_duplicate_fraction` of its
+  word 4-grams repeat an earlier one (run C learnt "*she* loves *her* favorite breakfast" until the length cap);
+- mostly symbols: more than half of its non-space characters are neither letters nor digits (run C ended 14
+  responses with rows of `******` until the length cap);
+- placeholder highlights: a markdown highlight (`*...*`, what Google's highlight checker counts) that says
+  "highlight" (run C learnt to answer "highlight at least 3 sections" with "*highlighted text section*" three
+  times, which passes the checker), or highlights of which fewer than half are distinct (three or more).
 
 The reward verifier "ifeval_answer" (rewards.ifeval) multiplies the fraction of instructions followed by this
 gate. Evaluation keeps Google's semantics: the gate is never part of the reported IFEval accuracies.
@@ -28,6 +34,9 @@ MAX_DUPLICATE_FRACTION = 0.5
 _UNITS_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD_RE = re.compile(r"\w+")
 _SPACES_RE = re.compile(r"\s+")
+_HIGHLIGHT_RE = re.compile(r"\*([^\n*]+)\*")  # Google's detectable_format:number_highlighted_sections pattern
+_PLACEHOLDER_RE = re.compile(r"\bhighlight", re.IGNORECASE)
+NGRAM = 4
 
 
 def letter_count(text: str) -> int:
@@ -50,6 +59,34 @@ def duplicate_fraction(text: str) -> float:
     return 1.0 - len(set(units)) / len(units)
 
 
+def repeated_ngram_fraction(text: str, n: int = NGRAM) -> float:
+    """Share of the word n-grams (case ignored) that occurred earlier in `text`; 0 below 4n words."""
+    words = [w.lower() for w in _WORD_RE.findall(text)]
+    if len(words) < 4 * n:
+        return 0.0
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def symbol_fraction(text: str) -> float:
+    """Share of the non-space characters that are neither letters nor digits."""
+    chars = [ch for ch in text if not ch.isspace()]
+    return sum(not ch.isalnum() for ch in chars) / len(chars) if chars else 0.0
+
+
+def placeholder_highlight(text: str) -> str | None:
+    """The first markdown highlight that names itself a highlight, or the most repeated one when three or more
+    highlights are fewer than half distinct; else None."""
+    bodies = [_SPACES_RE.sub(" ", m.group(1)).strip().lower() for m in _HIGHLIGHT_RE.finditer(text)]
+    bodies = [b for b in bodies if b]
+    for body in bodies:
+        if _PLACEHOLDER_RE.search(body):
+            return f"*{body}*"
+    if len(bodies) >= 3 and len(set(bodies)) < len(bodies) / 2:
+        return f"*{max(set(bodies), key=bodies.count)}*"
+    return None
+
+
 def answer_problem(response: str, *, prompt: str | None = None, repeated_prompt: str | None = None,
                    min_letters: int = MIN_LETTERS, max_duplicate_fraction: float = MAX_DUPLICATE_FRACTION
                    ) -> str | None:
@@ -65,6 +102,15 @@ def answer_problem(response: str, *, prompt: str | None = None, repeated_prompt:
     dup = duplicate_fraction(text)
     if dup > max_duplicate_fraction:
         return f"no answer: a loop ({dup:.0%} of its sentences repeat an earlier one)"
+    dup = repeated_ngram_fraction(text)
+    if dup > max_duplicate_fraction:
+        return f"no answer: a loop ({dup:.0%} of its word {NGRAM}-grams repeat an earlier one)"
+    symbols = symbol_fraction(text)
+    if symbols > 0.5:
+        return f"no answer: mostly symbols ({symbols:.0%} of its non-space characters)"
+    placeholder = placeholder_highlight(text)
+    if placeholder is not None:
+        return f"no answer: a placeholder highlight {placeholder[:40]!r}"
     return None
 
 

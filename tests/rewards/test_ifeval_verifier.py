@@ -85,7 +85,8 @@ def test_answer_verifier_does_not_count_words_copied_from_the_prompt():
     hack = ("https://en.wikipedia.org/wiki/Raymond_III,_Count_of_Tripoli\n\n*highlighted section part 1*\n"
             "*highlighted section part 2*\n*highlighted section part 3*")
     assert get_verifier("ifeval")(hack, label, prompt=prompt).value == 1.0  # Google's checker alone rewards it
-    assert verify(hack, label).value == 1.0  # without the prompt only the letters are counted
+    without_prompt = verify(hack, label)  # without the prompt the example highlights still give it away
+    assert without_prompt.value == 0.0 and "placeholder highlight" in without_prompt.reason
     result = verify(hack, label, prompt=prompt)
     assert result.value == 0.0 and "words the prompt does not contain" in result.reason
     answer = ("*Early life* Raymond inherited the county as a boy after his father was murdered. *Regency* He "
@@ -94,6 +95,33 @@ def test_answer_verifier_does_not_count_words_copied_from_the_prompt():
     yes_no = {"instruction_id_list": ["detectable_format:constrained_response"], "kwargs": [{}]}
     options = 'Is the sky blue? Answer with one of: "My answer is yes.", "My answer is no.", "My answer is maybe."'
     assert verify("My answer is yes.", yes_no, prompt=options).value == 1.0  # the fixed answers are the prompt's
+
+
+def test_answer_verifier_refuses_the_hacks_of_run_c():
+    """What IFEval run C (README, "IFEval") learnt that the first gate let through: placeholder highlights, a loop
+    inside one long sentence, and rows of symbols. Each passes Google's checkers; none is an answer. A real answer
+    with the same constraint, a repeated emphasis and a `***` divider passes."""
+    verify, google = get_verifier("ifeval_answer"), get_verifier("ifeval")
+    highlights = {"instruction_id_list": ["detectable_format:number_highlighted_sections"],
+                  "kwargs": [{"num_highlights": 3}]}
+    placeholders = "Here is my essay about the sea and its tides. " + "*Highlighted text section* " * 3
+    one_sentence_loop = "Sarah's favorite drink is tea and " + "*she* loves *her* favorite breakfast " * 12
+    same_highlight = "Cats sleep most of the day, says the *vet*, and eat at night. " + "*vet* " * 5
+    for hack in (placeholders, one_sentence_loop, same_highlight):
+        assert google(hack, highlights).value == 1.0, hack
+        result = verify(hack, highlights)
+        assert result.value == 0.0 and result.reason.startswith("no answer"), (hack, result.reason)
+    assert "placeholder" in verify(placeholders, highlights).reason
+    assert "4-grams" in verify(one_sentence_loop, highlights).reason
+    paragraphs = {"instruction_id_list": ["length_constraints:number_paragraphs"], "kwargs": [{"num_paragraphs": 2}]}
+    no_comma = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    symbols = "The ocean is vast and the tides follow the moon all year long.\n" + "******\n" * 60
+    assert google(symbols, no_comma).value == 1.0
+    assert "symbols" in verify(symbols, no_comma).reason and verify(symbols, no_comma).value == 0.0
+    essay = ("*Tides* follow the moon, and sailors plan around them. *Currents* carry warm water north.\n***\n"
+             "*Tides* also shape the beaches: the *waves* sort the sand by size every day of the year.")
+    assert verify(essay, highlights).value == 1.0
+    assert verify(essay, paragraphs).value == 1.0
 
 
 def test_hardened_variant_fails_undetectable_language():
